@@ -1,0 +1,125 @@
+"""Turns cropped driving frames into animated avatar frames with relative or absolute motion.
+
+Work that does not change per frame happens once: the avatar is encoded by
+:meth:`Animator.set_avatar`, and the motion transfer (reference keypoints, hull scale) is
+computed by :meth:`Animator.calibrate`, only when the avatar or the reference changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from engines import Engine, KeypointArrays
+from engines.frames import image_to_input, output_to_image
+from export.motion import absolute_motion, relative_motion
+
+
+@dataclass(frozen=True)
+class MotionOptions:
+    """How driving motion is transferred to the avatar."""
+
+    relative: bool = True  # relative to a reference frame (FOMM's demo); False: absolute
+    adapt_scale: bool = True  # scale the motion by the avatar/reference keypoint hull ratio
+
+
+@dataclass(frozen=True)
+class AnimatedFrame:
+    """One output frame."""
+
+    image: np.ndarray  # R x R x 3 uint8 RGB, the animated avatar
+    keypoints: KeypointArrays  # the driving frame's raw keypoints
+
+
+def normalized_keypoints(value: np.ndarray) -> np.ndarray:
+    """Keypoints centred and scaled by their hull (FOMM's find_best_frame normalisation)."""
+    from export.motion import convex_hull_area
+
+    points = np.asarray(value, np.float64)[0]
+    area = convex_hull_area(points)
+    centred = points - points.mean(axis=0)
+    return centred / np.sqrt(area) if area > 1e-12 else centred
+
+
+class Animator:
+    """An engine plus the avatar and reference state of one live session."""
+
+    def __init__(self, engine: Engine, motion: MotionOptions = MotionOptions()):
+        self.engine = engine  # runs the graphs; owned by the caller
+        self.motion = motion  # relative/absolute and adapt-scale
+        size = engine.io.resolution
+        self._input = np.empty((1, 3, size, size), np.float32)  # reused driving buffer
+        self._avatar_kp: KeypointArrays | None = None
+        self._rest: np.ndarray | None = None
+        self._reference: KeypointArrays | None = None
+
+    @property
+    def resolution(self) -> int:
+        return self.engine.io.resolution
+
+    @property
+    def avatar_keypoints(self) -> KeypointArrays | None:
+        return self._avatar_kp
+
+    @property
+    def rest_image(self) -> np.ndarray:
+        """The avatar at rest (R x R x 3 uint8): shown before the first animated frame."""
+        if self._rest is None:
+            raise RuntimeError("set_avatar() must be called first")
+        return self._rest
+
+    @property
+    def reference(self) -> KeypointArrays | None:
+        """Keypoints of the reference frame, ``None`` until calibrated."""
+        return self._reference
+
+    @property
+    def calibrated(self) -> bool:
+        return not self.motion.relative or self._reference is not None
+
+    def set_avatar(self, image: np.ndarray) -> None:
+        """Encode a new avatar (R x R x 3 uint8); keeps the reference frame."""
+        self._avatar_kp = self.engine.set_avatar(image_to_input(image))
+        self._rest = image.copy()
+        self._update_motion()
+
+    def calibrate(self, reference: KeypointArrays) -> None:
+        """Use these driving keypoints as the reference (neutral) pose."""
+        self._reference = reference
+        self._update_motion()
+
+    def reset_calibration(self) -> None:
+        """Forget the reference: the next frame becomes the new one."""
+        self._reference = None
+        self._update_motion()
+
+    def _update_motion(self) -> None:
+        engine = self.engine
+        if self._avatar_kp is None:
+            return
+        if self.motion.relative and self._reference is not None:
+            avatar, ref = self._avatar_kp, self._reference
+            transfer = relative_motion(
+                avatar.value, avatar.jacobian, ref.value, ref.jacobian, self.motion.adapt_scale
+            )
+        else:
+            transfer = absolute_motion(engine.io.num_kp, engine.io.jacobian, engine.io.batch)
+        engine.set_motion(transfer)
+
+    def keypoints(self, crop: np.ndarray) -> KeypointArrays:
+        """Driving keypoints of a crop (runs the frame graph; for calibration only)."""
+        return self.engine.animate(image_to_input(crop, self._input)).driving
+
+    def animate(self, crop: np.ndarray, out: np.ndarray | None = None) -> AnimatedFrame:
+        """Animate the avatar with one driving crop (R x R x 3 uint8).
+
+        In relative mode the first frame after (re)calibration becomes the reference.
+        """
+        if self._avatar_kp is None:
+            raise RuntimeError("set_avatar() must be called before animate()")
+        result = self.engine.animate(image_to_input(crop, self._input))
+        if not self.calibrated:
+            self.calibrate(result.driving)
+            result = self.engine.animate(self._input)
+        return AnimatedFrame(output_to_image(result.prediction, out), result.driving)
