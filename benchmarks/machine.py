@@ -1,0 +1,86 @@
+"""The machine and software a run was measured on, for the results file."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name, as the OS reports it."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.lower().startswith(("model name", "hardware")):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (the affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _gpus() -> list[str]:
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU, cores, GPUs, OS and the load when the run started (other work skews timings)."""
+    import torch
+
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    gpus = _gpus()
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "usable_cores": usable_cores(),
+        "torch_threads": torch.get_num_threads(),
+        "gpus": gpus,
+        "gpu": gpus[0] if gpus else None,
+        "os": platform.platform(),
+        "hostname": platform.node(),
+        "load_average_1m_at_start": round(load[0], 2) if load else None,
+    }
+
+
+def _dist_version(*names: str) -> str | None:
+    for name in names:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def versions() -> dict[str, str | None]:
+    """Versions of Python and of the libraries that decide the speed (None: not installed)."""
+    import numpy
+    import torch
+
+    return {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": str(torch.backends.cudnn.version()) if torch.cuda.is_available() else None,
+        "onnxruntime": _dist_version("onnxruntime", "onnxruntime-gpu"),
+        "onnxruntime_distribution": (
+            "onnxruntime-gpu"
+            if _dist_version("onnxruntime-gpu")
+            else ("onnxruntime" if _dist_version("onnxruntime") else None)
+        ),
+        "tensorrt": _dist_version("tensorrt", "tensorrt-cu12", "tensorrt-cu11"),
+        "onnx": _dist_version("onnx"),
+        "numpy": numpy.__version__,
+        "avatarcam": _dist_version("avatarcam"),
+    }

@@ -1,0 +1,527 @@
+"""Runs the benchmark: the baseline first, then every backend/precision/device at every batch.
+
+Every row animates the same avatar with the same driving frames under relative motion against
+driving frame 0, and every prediction is compared with the fp32 baseline's prediction of the same
+frame, so a row can never look fast by computing something else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import gc
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from engines import EngineOptions, create_engine
+from export.checkpoint import load_model
+from export.config import ModelConfig, load_config
+from export.errors import UserError
+from export.model import FOMM, build_model
+from export.motion import relative_motion
+
+from . import baseline as baseline_module
+from . import stages as stages_module
+from .inputs import BenchInputs, load_inputs
+from .machine import machine_info, versions
+from .memory import HostPeak, device_peak_mb, reset_device_peak
+from .settings import SCHEMA, BenchConfig
+from .timing import Clock, Step, run_calls, summarize
+
+Log = Callable[[str], None]
+
+BASELINE = "baseline"
+
+DEFINITIONS = {
+    "latency_ms": "wall-clock time of one call (one batch of frames) in milliseconds; on CUDA "
+    "each timestamp follows torch.cuda.synchronize",
+    "frame": "the whole per-frame call: Engine.animate (host frame in, host prediction out); "
+    "for the baseline one demo iteration",
+    "fps": "frames per second at the median latency: 1000 * batch / p50",
+    "fps_mean": "frames per second over all timed calls: batch * calls / total time",
+    "speedup": "baseline p50 / this row's p50, at the same batch size",
+    "error": "absolute difference of the prediction from the fp32 baseline's prediction of the "
+    "same driving frame, over every pixel of every call (warm-up included)",
+    "host_peak_rss_mb": "peak resident memory of the benchmark process while the row's calls "
+    "ran (the engine already built)",
+    "device_peak_mb": "torch.cuda.max_memory_allocated over the row's calls (torch rows only)",
+}
+
+
+def log_stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def frame_indices(call: int, batch: int, frames: int) -> list[int]:
+    """The driving frames of call number ``call``: consecutive, cycling through ``frames``."""
+    return [(call * batch + b) % frames for b in range(batch)]
+
+
+@dataclass
+class ErrorMeter:
+    """Max and mean absolute error of predictions against per-frame reference predictions."""
+
+    reference: dict[int, np.ndarray]  # driving frame index -> C x H x W fp32 baseline output
+    max_abs: float = 0.0  # largest absolute difference seen
+    total: float = 0.0  # sum of absolute differences
+    elements: int = 0  # number of differences summed
+    frames: int = 0  # predicted frames compared
+
+    def add(self, indices: list[int], prediction: np.ndarray) -> None:
+        for b, index in enumerate(indices):
+            diff = np.abs(prediction[b].astype(np.float64) - self.reference[index])
+            self.max_abs = max(self.max_abs, float(diff.max()))
+            self.total += float(diff.sum())
+            self.elements += diff.size
+            self.frames += 1
+
+    def result(self) -> dict[str, Any]:
+        return {
+            "max_abs": self.max_abs,
+            "mean_abs": self.total / self.elements if self.elements else None,
+            "frames": self.frames,
+        }
+
+
+@contextlib.contextmanager
+def model_weights(cfg: BenchConfig, config: ModelConfig) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """The checkpoint to benchmark: --checkpoint, or random weights saved to a temporary file."""
+    if cfg.checkpoint is not None:
+        yield cfg.checkpoint, {"kind": "checkpoint", "path": str(cfg.checkpoint)}
+        return
+    torch.manual_seed(cfg.seed)
+    model = build_model(config)
+    with tempfile.TemporaryDirectory(prefix="avatarcam-bench-") as folder:
+        path = Path(folder) / "random-weights.pth.tar"
+        torch.save(
+            {
+                "generator": model.generator.state_dict(),
+                "kp_detector": model.kp_detector.state_dict(),
+            },
+            path,
+        )
+        del model
+        yield (
+            path,
+            {
+                "kind": "random",
+                "seed": cfg.seed,
+                "note": "random weights with the config's shapes: speed depends on shapes only; "
+                "random weights give nearly constant predictions, so errors are a weaker check "
+                "than with a real checkpoint",
+            },
+        )
+
+
+@contextlib.contextmanager
+def strict_fp32(device: str) -> Iterator[None]:
+    """Turn TF32 off on CUDA while the fp32 reference runs (no-op on the CPU)."""
+    if not device.startswith("cuda"):
+        yield
+        return
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def _stats(samples: dict[str, list[float]], name: str) -> dict[str, float] | None:
+    return summarize(samples[name]) if samples.get(name) else None
+
+
+def make_row(
+    *,
+    label: str,
+    backend: str,
+    precision: str,
+    device: str,
+    batch: int,
+    engine: str,
+    cfg: BenchConfig,
+    frame_samples: list[float],
+    stage_samples: dict[str, list[float]],
+    stages_note: str,
+    setup_s: float | None,
+    error: dict[str, Any],
+    memory: dict[str, Any],
+) -> dict[str, Any]:
+    """One results row (see DEFINITIONS for the meaning of each number)."""
+    frame = summarize(frame_samples)
+    return {
+        "id": f"{label}/{precision}/{device}/b{batch}",
+        "label": label,
+        "baseline": label == BASELINE,
+        "backend": backend,
+        "precision": precision,
+        "device": device,
+        "batch": batch,
+        "engine": engine,
+        "warmup": cfg.warmup,
+        "iterations": len(frame_samples),
+        "setup_s": setup_s,
+        "latency_ms": {
+            "frame": frame,
+            "keypoints": _stats(stage_samples, "keypoints"),
+            "generator": _stats(stage_samples, "generator"),
+        },
+        "stages_note": stages_note,
+        "samples_ms": {"frame": frame_samples, **stage_samples},
+        "fps": 1000.0 * batch / frame["p50"],
+        "fps_mean": 1000.0 * batch * len(frame_samples) / sum(frame_samples),
+        "speedup": None,
+        "error": error,
+        "memory": memory,
+    }
+
+
+class Benchmark:
+    """One run of :class:`BenchConfig`; :meth:`run` returns the results document."""
+
+    def __init__(self, cfg: BenchConfig, log: Log = log_stderr):
+        self.cfg = cfg
+        self.log = log
+        self.rows: list[dict[str, Any]] = []
+        self.skipped: list[dict[str, Any]] = []
+        self.failed = False  # a variant raised something other than a user-facing error
+        self.reference: dict[int, np.ndarray] = {}  # driving frame -> baseline prediction
+        self.frames = 0  # distinct driving frames the calls cycle through
+        self.host = HostPeak()
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    def _skip(
+        self, label: str, precision: str, device: str, batch: int, status: str, why: str
+    ) -> None:
+        self.skipped.append(
+            {
+                "id": f"{label}/{precision}/{device}/b{batch}",
+                "label": label,
+                "backend": "torch" if label == BASELINE else label,
+                "precision": precision,
+                "device": device,
+                "batch": batch,
+                "status": status,
+                "reason": why,
+            }
+        )
+        self.log(f"  {status}: {why.splitlines()[0] if why else ''}")
+
+    def _memory(self, device: str, torch_device_memory: bool) -> dict[str, Any]:
+        return {
+            "host_peak_rss_mb": self.host.peak_mb(),
+            "host_method": self.host.method,
+            "device_peak_mb": device_peak_mb(device) if torch_device_memory else None,
+        }
+
+    def _schedule(self, batch: int) -> Callable[[int], list[int]]:
+        frames = self.frames
+
+        def indices(call: int) -> list[int]:
+            return frame_indices(call, batch, frames)
+
+        return indices
+
+    # --- baseline --------------------------------------------------------------------------
+
+    def _baseline_row(
+        self, model: FOMM, inputs: BenchInputs, batch: int, device: str
+    ) -> dict[str, Any]:
+        cfg = self.cfg
+        start = time.perf_counter()
+        runner = baseline_module.DemoBaseline(
+            model, inputs.source, inputs.driving[:1], batch, device
+        )
+        setup_s = time.perf_counter() - start
+        indices = self._schedule(batch)
+        # The first baseline row (the smallest batch) is the reference of every other row.
+        collecting = not self.reference
+        meter = ErrorMeter(self.reference)
+
+        def check(call: int, prediction: np.ndarray) -> None:
+            if collecting:
+                for b, index in enumerate(indices(call)):
+                    self.reference.setdefault(index, prediction[b].astype(np.float64))
+            else:
+                meter.add(indices(call), prediction)
+
+        self.host.reset()
+        reset_device_peak(device)
+        samples = run_calls(
+            cfg.warmup,
+            cfg.iterations,
+            lambda call: runner.prepare(inputs.driving[indices(call)]),
+            runner.step,
+            check,
+        )
+        if collecting:
+            error = {
+                "max_abs": 0.0,
+                "mean_abs": 0.0,
+                "frames": len(self.reference),
+                "note": "this row is the reference",
+            }
+        else:
+            error = meter.result()
+        frame = samples.pop("frame")
+        return make_row(
+            label=BASELINE,
+            backend="torch",
+            precision="fp32",
+            device=device,
+            batch=batch,
+            engine="eager torch, unsplit generator (original FOMM demo loop)",
+            cfg=cfg,
+            frame_samples=frame,
+            stage_samples=samples,
+            stages_note=baseline_module.STAGES_NOTE,
+            setup_s=setup_s,
+            error=error,
+            memory=self._memory(device, True),
+        )
+
+    def _baseline(self, checkpoint: Path, config: ModelConfig, inputs: BenchInputs) -> None:
+        device = self.cfg.baseline_device
+        model = load_model(checkpoint, config, device)
+        with strict_fp32(device):
+            for batch in self.cfg.batches:
+                self.log(f"[baseline] eager torch fp32 {device} batch {batch}")
+                try:
+                    row = self._baseline_row(model, inputs, batch, device)
+                except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
+                    self._skip(BASELINE, "fp32", device, batch, "out_of_memory", str(exc))
+                    break
+                self.rows.append(row)
+                self._report_row(row)
+        del model
+        gc.collect()
+
+    # --- engines ---------------------------------------------------------------------------
+
+    def _engine_row(
+        self,
+        checkpoint: Path,
+        config: ModelConfig,
+        inputs: BenchInputs,
+        backend: str,
+        precision: str,
+        device: str,
+        batch: int,
+        with_stages: bool,
+    ) -> dict[str, Any]:
+        cfg = self.cfg
+        options = EngineOptions(
+            backend=backend,
+            precision=precision,
+            device=device,
+            batch=batch,
+            cuda_graph=cfg.cuda_graph,
+            cache_dir=cfg.cache_dir,
+        )
+        start = time.perf_counter()
+        engine = create_engine(checkpoint, config, options)
+        try:
+            avatar = engine.set_avatar(np.repeat(inputs.source, batch, axis=0))
+            reference = engine.animate(np.repeat(inputs.driving[:1], batch, axis=0)).driving
+            engine.set_motion(
+                relative_motion(avatar.value, avatar.jacobian, reference.value, reference.jacobian)
+            )
+            setup_s = time.perf_counter() - start
+            clock = Clock(engine.device)
+            indices = self._schedule(batch)
+            meter = ErrorMeter(self.reference)
+
+            def step(frames: np.ndarray) -> Step:
+                begin = clock.now()
+                result = engine.animate(frames)
+                end = clock.now()
+                return Step(result.prediction, {"frame": end - begin})
+
+            self.host.reset()
+            reset_device_peak(device)
+            samples = run_calls(
+                cfg.warmup,
+                cfg.iterations,
+                lambda call: np.ascontiguousarray(inputs.driving[indices(call)]),
+                step,
+                lambda call, prediction: meter.add(indices(call), prediction),
+            )
+            memory = self._memory(device, engine.backend == "torch")
+            description = engine.describe()
+            engine_backend = engine.backend
+        finally:
+            engine.close()
+            gc.collect()
+        stage_samples: dict[str, list[float]] = {}
+        note = stages_module.NO_SPLIT_NOTE
+        if engine_backend == "torch":
+            note = stages_module.STAGES_NOTE
+            if with_stages:
+                stages = stages_module.TorchStages(
+                    checkpoint,
+                    config,
+                    precision,
+                    device,
+                    inputs.source,
+                    inputs.driving[:1],
+                    batch,
+                )
+                stage_samples = run_calls(
+                    cfg.warmup,
+                    cfg.iterations,
+                    lambda call: stages.prepare(inputs.driving[indices(call)]),
+                    stages.step,
+                )
+                stages.close()
+                del stages
+                gc.collect()
+            elif self.cfg.stages:
+                note = "stages are timed at the smallest batch only"
+            else:
+                note = "stage timing was turned off (--no-stages)"
+        if engine_backend != backend:
+            description += f" [asked for {backend}]"
+        return make_row(
+            label=backend,
+            backend=backend,
+            precision=precision,
+            device=device,
+            batch=batch,
+            engine=description,
+            cfg=cfg,
+            frame_samples=samples["frame"],
+            stage_samples=stage_samples,
+            stages_note=note,
+            setup_s=setup_s,
+            error=meter.result(),
+            memory=memory,
+        )
+
+    def _variant(
+        self, checkpoint: Path, config: ModelConfig, inputs: BenchInputs, variant: tuple[str, ...]
+    ) -> None:
+        backend, precision, device = variant
+        for batch in self.cfg.batches:
+            self.log(f"[{backend}] {precision} {device} batch {batch}")
+            try:
+                row = self._engine_row(
+                    checkpoint,
+                    config,
+                    inputs,
+                    backend,
+                    precision,
+                    device,
+                    batch,
+                    with_stages=self.cfg.stages and batch == self.cfg.batches[0],
+                )
+            except UserError as exc:
+                # The engine says it cannot run here: record why, and do not try larger batches.
+                self._skip(backend, precision, device, batch, "unavailable", str(exc))
+                return
+            except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
+                self._skip(backend, precision, device, batch, "out_of_memory", str(exc))
+                return
+            except Exception as exc:
+                self.failed = True
+                self._skip(
+                    backend, precision, device, batch, "failed", f"{type(exc).__name__}: {exc}"
+                )
+                return
+            self.rows.append(row)
+            self._report_row(row)
+
+    def _report_row(self, row: dict[str, Any]) -> None:
+        frame = row["latency_ms"]["frame"]
+        error = row["error"]
+        self.log(
+            f"  p50 {frame['p50']:.1f} ms, {row['fps']:.2f} FPS, max abs error "
+            f"{error['max_abs']:.2e}"
+        )
+
+    # --- the run -------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        cfg = self.cfg
+        started = dt.datetime.now(dt.timezone.utc)
+        machine = machine_info()
+        config = load_config(cfg.config, cfg.resolution)
+        inputs = load_inputs(
+            cfg.source,
+            cfg.driving,
+            config.resolution,
+            config.num_channels,
+            cfg.max_frames,
+            cfg.seed,
+        )
+        # Every frame a row uses must have a baseline prediction: the baseline at the smallest
+        # batch sees (warmup + iterations) * batch frames, so never cycle through more.
+        self.frames = min(inputs.driving.shape[0], (cfg.warmup + cfg.iterations) * cfg.batches[0])
+        self.log(
+            f"model {config.name} at {config.resolution}x{config.resolution}; inputs: "
+            f"{inputs.description['kind']} ({self.frames} driving frames)"
+        )
+        with model_weights(cfg, config) as (checkpoint, weights):
+            self._baseline(checkpoint, config, inputs)
+            if not self.reference:
+                raise RuntimeError("the baseline produced no reference predictions")
+            for backend in cfg.backends:
+                for precision in cfg.precisions:
+                    for device in cfg.devices:
+                        self._variant(checkpoint, config, inputs, (backend, precision, device))
+        for row in self.rows:
+            base = next(
+                (r for r in self.rows if r["baseline"] and r["batch"] == row["batch"]), None
+            )
+            if base is not None:
+                row["speedup"] = (
+                    base["latency_ms"]["frame"]["p50"] / row["latency_ms"]["frame"]["p50"]
+                )
+        finished = dt.datetime.now(dt.timezone.utc)
+        return {
+            "schema": SCHEMA,
+            "timestamp": started.isoformat(timespec="seconds"),
+            "duration_s": round((finished - started).total_seconds(), 1),
+            "command": cfg.command,
+            "machine": machine,
+            "versions": versions(),
+            "settings": {
+                "model": config.name,
+                "config": cfg.config,
+                "weights": weights,
+                "resolution": config.resolution,
+                "backends": list(cfg.backends),
+                "precisions": list(cfg.precisions),
+                "devices": list(cfg.devices),
+                "batches": list(cfg.batches),
+                "warmup": cfg.warmup,
+                "iterations": cfg.iterations,
+                "stages": cfg.stages,
+                "cuda_graph": cfg.cuda_graph,
+                "baseline_device": cfg.baseline_device,
+                "inputs": {**inputs.description, "frames_cycled": self.frames},
+                "motion": "relative, adapt-scale, reference = driving frame 0",
+            },
+            "baseline": {
+                "description": "unsplit FOMM in eager PyTorch fp32, frame by frame, as the "
+                "original demo runs it: kp_detector on the driving frame, normalize_kp, the full "
+                "generator forward (source encoder included) every frame",
+                "device": cfg.baseline_device,
+                "tf32": False,
+            },
+            "definitions": DEFINITIONS,
+            "rows": self.rows,
+            "skipped": self.skipped,
+            # Reserved for the end-to-end live-loop benchmark (capture, face crop, animate,
+            # virtual camera), which will add its own rows here.
+            "pipeline": None,
+        }
