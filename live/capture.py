@@ -611,6 +611,7 @@ class LatestFrameGrabber:
         self._delivered = 0
         self._status = "not started"
         self._error: BaseException | None = None
+        self._interval: float | None = None  # smoothed seconds between frames read
 
     @property
     def source(self) -> FrameSource:
@@ -639,6 +640,13 @@ class LatestFrameGrabber:
         """Short state for the user: "ok", "camera lost, retrying (attempt 3)", "end of input"."""
         with self._cond:
             return self._status
+
+    @property
+    def measured_fps(self) -> float | None:
+        """Frames per second actually read from the source (smoothed), None before two."""
+        with self._cond:
+            interval = self._interval
+        return 1.0 / interval if interval else None
 
     @property
     def error(self) -> BaseException | None:
@@ -759,6 +767,7 @@ class LatestFrameGrabber:
         if self._mode == "paced":
             period = 1.0 / (self._pace_fps or source.fps or 25.0)
         due = time.perf_counter()
+        previous: float | None = None
         final_status = "stopped"
         try:
             while not self._stop.is_set():
@@ -774,6 +783,7 @@ class LatestFrameGrabber:
                         break
                     if not self._reconnect():
                         break
+                    previous = None
                     continue
                 if period:
                     now = time.perf_counter()
@@ -781,6 +791,13 @@ class LatestFrameGrabber:
                         break
                     due = max(due + period, time.perf_counter() - period)
                     frame = dataclasses.replace(frame, timestamp=time.perf_counter())
+                if previous is not None and frame.timestamp > previous:
+                    step = frame.timestamp - previous
+                    with self._cond:
+                        self._interval = (
+                            step if self._interval is None else 0.9 * self._interval + 0.1 * step
+                        )
+                previous = frame.timestamp
                 self._publish(frame)
         except BaseException as exc:  # handed to the consumer by get()
             with self._cond:

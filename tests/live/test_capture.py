@@ -347,9 +347,25 @@ def test_list_cameras_probes_devices(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     assert cameras[0].fps == 30.0
 
 
-def test_list_cameras_on_this_machine_returns_camera_infos() -> None:
-    cameras = capture.list_cameras(max_index=2)
-    assert all(isinstance(camera, CameraInfo) for camera in cameras)
+def test_list_cameras_elsewhere_probes_indices(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(capture.platform, "system", lambda: "Windows")
+    probed: list[int | str] = []
+
+    def fake_open(camera: int | str, api: int) -> FakeCapture:
+        probed.append(camera)
+        return FakeCapture(opened=camera == 1)
+
+    monkeypatch.setattr(capture, "_open_capture", fake_open)
+    cameras = capture.list_cameras(max_index=3)
+    assert probed == [0, 1, 2]
+    assert [(camera.index, camera.device, camera.name) for camera in cameras] == [(1, None, None)]
+
+
+def test_linux_devices_are_sorted_by_number(tmp_path: Path) -> None:
+    for name in ("video10", "video2", "video0", "videoX", "video", "vhci"):
+        (tmp_path / name).touch()
+    devices = capture._linux_camera_devices(tmp_path)
+    assert devices == [(n, str(tmp_path / f"video{n}")) for n in (0, 2, 10)]
 
 
 def test_camera_info_describe() -> None:
@@ -428,6 +444,7 @@ def test_grabber_paced_mode_follows_source_fps() -> None:
     elapsed = time.perf_counter() - start
     assert [frame.index for frame in frames] == list(range(6))
     assert elapsed >= 5 / 20 * 0.9
+    assert grabber.measured_fps == pytest.approx(20.0, rel=0.3)
     gaps = np.diff([frame.timestamp for frame in frames])
     assert float(np.median(gaps)) == pytest.approx(0.05, abs=0.02)
 
