@@ -235,7 +235,9 @@ def test_compare_with_a_new_run(
     args = _args(golden, out, "again", "--backends", "torch", "--precisions", "fp32")
     args += ["--devices", "cpu", "--baseline-device", "cpu", "--batches", "1", "--no-plot"]
     assert main([*args, "--compare", str(out / "run.json")]) == 0
-    text = capsys.readouterr().out
+    output = capsys.readouterr().out
+    # The run's own table comes first, then the comparison.
+    text = output[output.index("old p50 ms") :]
     for label in ("baseline fp32 cpu", "torch fp32 cpu"):
         line = next(line for line in text.splitlines() if line.startswith(label + " "))
         batch, old_ms, new_ms, change_ms, change_pct = line[len(label) :].split()[:5]
