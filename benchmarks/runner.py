@@ -91,11 +91,26 @@ class ErrorMeter:
         }
 
 
+@dataclass(frozen=True)
+class Weights:
+    """The checkpoint every row loads, and where engines keep what they build from it."""
+
+    checkpoint: Path  # the .pth.tar file
+    cache_dir: Path | None  # engine artifact cache; None: the engines' default
+    description: dict[str, Any]  # for the results file
+
+
 @contextlib.contextmanager
-def model_weights(cfg: BenchConfig, config: ModelConfig) -> Iterator[tuple[Path, dict[str, Any]]]:
-    """The checkpoint to benchmark: --checkpoint, or random weights saved to a temporary file."""
+def model_weights(cfg: BenchConfig, config: ModelConfig) -> Iterator[Weights]:
+    """--checkpoint, or random weights saved to a temporary file.
+
+    Engines built from random weights are useless after the run, so unless --cache-dir is
+    given their artifacts (ONNX files, TensorRT plans) go to the temporary folder too instead
+    of filling the user's engine cache.
+    """
     if cfg.checkpoint is not None:
-        yield cfg.checkpoint, {"kind": "checkpoint", "path": str(cfg.checkpoint)}
+        description = {"kind": "checkpoint", "path": str(cfg.checkpoint)}
+        yield Weights(cfg.checkpoint, cfg.cache_dir, description)
         return
     torch.manual_seed(cfg.seed)
     model = build_model(config)
@@ -109,8 +124,9 @@ def model_weights(cfg: BenchConfig, config: ModelConfig) -> Iterator[tuple[Path,
             path,
         )
         del model
-        yield (
+        yield Weights(
             path,
+            cfg.cache_dir or Path(folder) / "engine-cache",
             {
                 "kind": "random",
                 "seed": cfg.seed,
@@ -196,6 +212,7 @@ class Benchmark:
         self.failed = False  # a variant raised something other than a user-facing error
         self.reference: dict[int, np.ndarray] = {}  # driving frame -> baseline prediction
         self.frames = 0  # distinct driving frames the calls cycle through
+        self.cache_dir: Path | None = cfg.cache_dir  # engine artifact cache of this run
         self.host = HostPeak()
 
     # --- helpers ---------------------------------------------------------------------------
@@ -326,7 +343,7 @@ class Benchmark:
             device=device,
             batch=batch,
             cuda_graph=cfg.cuda_graph,
-            cache_dir=cfg.cache_dir,
+            cache_dir=self.cache_dir,
         )
         start = time.perf_counter()
         engine = create_engine(checkpoint, config, options)
@@ -470,7 +487,9 @@ class Benchmark:
             f"model {config.name} at {config.resolution}x{config.resolution}; inputs: "
             f"{inputs.description['kind']} ({self.frames} driving frames)"
         )
-        with model_weights(cfg, config) as (checkpoint, weights):
+        with model_weights(cfg, config) as weights:
+            checkpoint = weights.checkpoint
+            self.cache_dir = weights.cache_dir
             self._baseline(checkpoint, config, inputs)
             if not self.reference:
                 raise RuntimeError("the baseline produced no reference predictions")
@@ -497,7 +516,8 @@ class Benchmark:
             "settings": {
                 "model": config.name,
                 "config": cfg.config,
-                "weights": weights,
+                "weights": weights.description,
+                "cache_dir": str(cfg.cache_dir) if cfg.cache_dir else None,
                 "resolution": config.resolution,
                 "backends": list(cfg.backends),
                 "precisions": list(cfg.precisions),
