@@ -1,36 +1,37 @@
-"""The per-frame stages shared by offline runs and the live loop: crop, animate, write."""
+"""Per-frame stages shared by offline runs and the live loop: framing and avatar preparation."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
 import cv2
 import numpy as np
 
-from .animator import AnimatedFrame, Animator
-from .capture import Frame
-from .outputs import FrameSink
-from .progress import Progress
+from .avatars import AvatarImage
+from .face import FaceDetector
+from .framing import CropBox, FaceTracker, FramingConfig, crop_square, frame_avatar
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("avatarcam")
+
+#: Crop buffers in flight at once: one being written, one waiting, one being animated.
+RING_SIZE = 3
 
 
 @dataclass(frozen=True)
 class Crop:
     """The model-sized driving crop of one camera frame."""
 
-    image: np.ndarray | None  # R x R x 3 uint8, None when no usable face (fallback needed)
-    box: tuple[float, float, float] | None  # (x, y, side) of the square in frame pixels
+    image: np.ndarray | None  # R x R x 3 uint8; None when there is no usable face
+    box: CropBox | None  # the square in camera-frame pixels
     status: str  # "resize", "tracking", "holding" or "lost"
 
 
 class Cropper(Protocol):
     """Turns a camera frame into the model-sized driving crop."""
 
-    def __call__(self, frame: Frame) -> Crop: ...
+    def __call__(self, frame: np.ndarray, timestamp: float) -> Crop: ...
 
 
 def resize_square(image: np.ndarray, size: int, out: np.ndarray | None = None) -> np.ndarray:
@@ -47,44 +48,91 @@ def resize_square(image: np.ndarray, size: int, out: np.ndarray | None = None) -
     return cv2.resize(image, (size, size), dst=out, interpolation=interpolation)
 
 
+class _Ring:
+    """A few preallocated buffers used in turn, so a crop handed to another thread is not
+    overwritten while it is in use."""
+
+    def __init__(self, shape: tuple[int, ...]):
+        self._buffers = [np.empty(shape, np.uint8) for _ in range(RING_SIZE)]
+        self._next = 0
+
+    def take(self) -> np.ndarray:
+        buffer = self._buffers[self._next]
+        self._next = (self._next + 1) % RING_SIZE
+        return buffer
+
+
 class ResizeCropper:
     """--no-crop: the whole frame, resized to the model resolution."""
 
     def __init__(self, resolution: int):
         self.resolution = resolution  # model input size
-        self._buffer = np.empty((resolution, resolution, 3), np.uint8)
+        self._ring = _Ring((resolution, resolution, 3))
 
-    def __call__(self, frame: Frame) -> Crop:
-        height, width = frame.image.shape[:2]
-        crop = resize_square(frame.image, self.resolution, self._buffer)
-        return Crop(crop, (0.0, 0.0, float(max(width, height))), "resize")
+    def __call__(self, frame: np.ndarray, timestamp: float) -> Crop:
+        height, width = frame.shape[:2]
+        crop = resize_square(frame, self.resolution, self._ring.take())
+        return Crop(crop, CropBox(0.0, 0.0, float(max(width, height))), "resize")
 
 
-def process_stream(
-    frames: Iterable[Frame],
-    cropper: Cropper,
-    animator: Animator,
-    sinks: list[FrameSink],
-    progress: Progress | None = None,
-) -> int:
-    """Every frame, in order, through crop -> animate -> sinks (offline; no frame dropped).
+class FaceCropper:
+    """Finds the face (MediaPipe, video mode), smooths the crop and cuts it out."""
 
-    Frames without a usable face repeat the last animated frame (or the avatar at rest before
-    the first one). Returns the number of frames written.
-    """
-    last: np.ndarray | None = None
-    out = np.empty((animator.resolution, animator.resolution, 3), np.uint8)
-    written = 0
-    for frame in frames:
-        crop = cropper(frame)
-        if crop.image is not None:
-            animated: AnimatedFrame = animator.animate(crop.image, out)
-            last = animated.image
-        elif last is None:
-            last = animator.rest_image
-        for sink in sinks:
-            sink.write(last)
-        written += 1
-        if progress is not None:
-            progress.update()
-    return written
+    def __init__(self, resolution: int, detector: FaceDetector, framing: FramingConfig):
+        self.resolution = resolution  # model input size
+        self.detector = detector  # video-mode face detector, owned by the caller
+        self.tracker = FaceTracker(framing)  # smoothing and hold/lost logic
+        self._ring = _Ring((resolution, resolution, 3))
+        self._face = None
+
+    @property
+    def last_face(self):
+        """The face box found in the last frame (None when none was found)."""
+        return self._face
+
+    def reset(self) -> None:
+        self.tracker.reset()
+
+    def __call__(self, frame: np.ndarray, timestamp: float) -> Crop:
+        height, width = frame.shape[:2]
+        face = self.detector.detect(frame, round(timestamp * 1000))
+        self._face = face
+        state = self.tracker.update(face, timestamp, (width, height))
+        if state.box is None:
+            return Crop(None, None, state.status)
+        return Crop(
+            crop_square(frame, state.box, self.resolution, self._ring.take()),
+            state.box,
+            state.status,
+        )
+
+
+@dataclass(frozen=True)
+class PreparedAvatar:
+    """An avatar photo framed for the model, computed once at start."""
+
+    name: str  # file name
+    image: np.ndarray  # R x R x 3 uint8, the framed avatar
+    face_found: bool  # False when the photo had no detectable face (centre crop)
+
+
+def prepare_avatars(
+    avatars: list[AvatarImage], resolution: int, crop: bool, framing: FramingConfig
+) -> list[PreparedAvatar]:
+    """Frame each avatar photo around its face (or resize it with ``crop=False``)."""
+    if not crop:
+        return [PreparedAvatar(a.name, resize_square(a.image, resolution), True) for a in avatars]
+    prepared = []
+    with FaceDetector("image") as detector:
+        for avatar in avatars:
+            box, found = frame_avatar(avatar.image, detector, framing)
+            if not found:
+                log.warning(
+                    "warning: no face found in the avatar %s; using a centre crop. A portrait "
+                    "with the face clearly visible animates best.",
+                    avatar.path,
+                )
+            prepared.append(
+                PreparedAvatar(avatar.name, crop_square(avatar.image, box, resolution), found)
+            )
+    return prepared

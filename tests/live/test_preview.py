@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import select
-import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -152,31 +149,6 @@ def test_unreachable_display_is_detected_without_crashing(monkeypatch: pytest.Mo
     monkeypatch.setenv("DISPLAY", ":97")  # no X server there: OpenCV's Qt would abort
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     assert display_available() is False
-
-
-@pytest.fixture(scope="module")
-def xvfb_display() -> Iterator[str]:
-    binary = shutil.which("Xvfb")
-    if binary is None:
-        pytest.skip("Xvfb is not installed (apt-get install xvfb)")
-    read_end, write_end = os.pipe()
-    server = subprocess.Popen(
-        [binary, "-displayfd", str(write_end), "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
-        pass_fds=(write_end,),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    os.close(write_end)
-    try:
-        ready, _, _ = select.select([read_end], [], [], 20)
-        number = os.read(read_end, 64).decode().strip() if ready else ""
-        if not number:
-            pytest.fail("Xvfb did not report a display number within 20 s")
-        yield f":{number}"
-    finally:
-        os.close(read_end)
-        server.terminate()
-        server.wait(10)
 
 
 # The window runs in a child process: OpenCV's Qt backend aborts a process whose X server
