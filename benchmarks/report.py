@@ -149,7 +149,8 @@ def markdown_report(results: dict[str, Any]) -> str:
         f"- Command: `{results['command']}`",
         f"- Machine: {machine['cpu']}, {machine['usable_cores']} usable cores "
         f"({machine['torch_threads']} torch threads), GPU: {machine['gpu'] or 'none'}; "
-        f"load average at start {machine['load_average_1m_at_start']}",
+        f"load average (1 min) {machine['load_average_1m_at_start']} at start, "
+        f"{machine.get('load_average_1m_at_end')} at the end",
         f"- Versions: {lib}",
         f"- Model: {settings['model']} at {settings['resolution']}x{settings['resolution']}, "
         f"weights: {weights_text}",

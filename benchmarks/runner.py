@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import gc
+import os
 import sys
 import tempfile
 import time
@@ -506,6 +507,8 @@ class Benchmark:
                     base["latency_ms"]["frame"]["p50"] / row["latency_ms"]["frame"]["p50"]
                 )
         finished = dt.datetime.now(dt.timezone.utc)
+        if hasattr(os, "getloadavg"):
+            machine["load_average_1m_at_end"] = round(os.getloadavg()[0], 2)
         return {
             "schema": SCHEMA,
             "timestamp": started.isoformat(timespec="seconds"),
