@@ -131,7 +131,7 @@ class _Stats:
 
     def tick(self, now: float) -> None:
         self._times.append(now)
-        while self._times and now - self._times[0] > 1.0:
+        while len(self._times) > 2 and now - self._times[0] > 1.0:
             self._times.pop(0)
         if len(self._times) > 1:
             self.values["fps"] = (len(self._times) - 1) / (self._times[-1] - self._times[0])
