@@ -26,6 +26,7 @@ import numpy as np
 
 from export.errors import UserError
 from live.errors import CameraError, InputError, SettingError
+from live.resources import Closing
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 _DEVICE_PATTERN = re.compile(r"^/dev/video(\d+)$")
@@ -67,7 +68,7 @@ def _to_rgb(image: np.ndarray, bgr: bool) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if bgr else np.ascontiguousarray(image)
 
 
-class FrameSource(ABC):
+class FrameSource(Closing, ABC):
     """A stream of frames; iterate it or call :meth:`read` until it returns ``None``."""
 
     is_live: bool = False  # True for cameras: frames arrive in real time and reads may fail
@@ -136,17 +137,6 @@ class FrameSource(ABC):
     def __iter__(self) -> Iterator[Frame]:
         while (frame := self.read()) is not None:
             yield frame
-
-    def __enter__(self) -> FrameSource:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _camera_label(camera: int | str) -> str:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal
 
 import numpy as np
 
 from live.errors import FaceModelError, SettingError, missing_base_dependency
+from live.resources import Closing
 
 MODEL_PATH = Path(__file__).resolve().parent / "models" / "face_detection_short_range.tflite"
 MODEL_SHA256 = "bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8"
@@ -77,7 +77,7 @@ def _check_model(path: Path) -> None:
         )
 
 
-class FaceDetector:
+class FaceDetector(Closing):
     """Finds the main face in RGB images.
 
     ``mode="video"`` for streams (timestamps must increase; equal or older ones are bumped
@@ -200,14 +200,3 @@ class FaceDetector:
         if self._detector is not None:
             self._detector.close()
             self._detector = None
-
-    def __enter__(self) -> FaceDetector:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()

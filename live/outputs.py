@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 from abc import ABC, abstractmethod
 from pathlib import Path
-from types import TracebackType
 
 import cv2
 import numpy as np
 
 from .errors import InputError
+from .resources import Closing
 
 VIDEO_SUFFIXES = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "mp4v", ".mov": "mp4v"}
 
@@ -19,7 +19,7 @@ class OutputError(InputError):
     """An output path that cannot be written."""
 
 
-class FrameSink(ABC):
+class FrameSink(Closing, ABC):
     """Receives RGB uint8 frames; a context manager."""
 
     def __init__(self, path: Path):
@@ -33,17 +33,6 @@ class FrameSink(ABC):
     @abstractmethod
     def close(self) -> None:
         """Flush and close."""
-
-    def __enter__(self) -> FrameSink:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 class PngFolderSink(FrameSink):

@@ -11,13 +11,13 @@ import platform
 import subprocess
 import sys
 from collections.abc import Mapping
-from types import TracebackType
 
 import cv2
 import numpy as np
 
 from live.errors import DisplayError, SettingError
 from live.framing import CropBox
+from live.resources import Closing
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 TEXT_SCALE = 0.5
@@ -156,7 +156,7 @@ def compose_preview(
     return out
 
 
-class PreviewWindow:
+class PreviewWindow(Closing):
     """An OpenCV window showing :func:`compose_preview`; toggle ``show_stats``/``overlay``."""
 
     def __init__(
@@ -256,14 +256,3 @@ class PreviewWindow:
                 cv2.waitKey(1)
             except cv2.error:
                 pass
-
-    def __enter__(self) -> PreviewWindow:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -6,13 +6,13 @@ import math
 import platform
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Literal, Protocol
 
 import cv2
 import numpy as np
 
 from live.errors import SettingError, VirtualCameraError, missing_base_dependency
+from live.resources import Closing
 
 FitMode = Literal["letterbox", "crop"]
 DEFAULT_FPS = 30.0
@@ -169,7 +169,7 @@ def _pyvirtualcam_factory() -> CameraFactory:
     return open_camera
 
 
-class VirtualCamera:
+class VirtualCamera(Closing):
     """Sends RGB frames of any size to a virtual camera, fitted to the configured size.
 
     ``source_fps`` is used when the config leaves fps unset (30 when both are unknown).
@@ -234,14 +234,3 @@ class VirtualCamera:
         if self._camera is not None:
             camera, self._camera = self._camera, None
             camera.close()
-
-    def __enter__(self) -> VirtualCamera:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
