@@ -184,6 +184,7 @@ class LiveLoop:
         self._last_output: np.ndarray | None = None
         self._last_camera: np.ndarray | None = None
         self._last_status = ""
+        self._last_sent = 0.0
         size = animator.resolution
         self._out = np.empty((size, size, 3), np.uint8)
 
@@ -294,6 +295,7 @@ class LiveLoop:
             sink.write(image)
         if self.virtual_camera is not None:
             self.virtual_camera.send(image)
+            self._last_sent = time.perf_counter()
 
     def _show(self, camera: np.ndarray | None, image: np.ndarray | None, box, status: str) -> None:
         if self.preview is None or camera is None:
@@ -316,8 +318,12 @@ class LiveLoop:
             self._last_status = status
             if status not in ("ok", "end of input"):
                 log.warning("camera: %s", status)
-        if self._last_output is not None and self.virtual_camera is not None:
-            self.virtual_camera.send(self._last_output)
+        camera = self.virtual_camera
+        now = time.perf_counter()
+        if self._last_output is not None and camera is not None:
+            if now - self._last_sent >= 1.0 / camera.fps:
+                camera.send(self._last_output)
+                self._last_sent = now
         self._show(self._last_camera, self._last_output, None, f"camera: {status}")
 
     def run(self) -> int:
