@@ -320,10 +320,10 @@ class LiveLoop:
                 log.warning("camera: %s", status)
         camera = self.virtual_camera
         now = time.perf_counter()
-        if self._last_output is not None and camera is not None:
-            if now - self._last_sent >= 1.0 / camera.fps:
-                camera.send(self._last_output)
-                self._last_sent = now
+        output = self._last_output
+        if output is not None and camera is not None and now - self._last_sent >= 1 / camera.fps:
+            camera.send(output)
+            self._last_sent = now
         self._show(self._last_camera, self._last_output, None, f"camera: {status}")
 
     def run(self) -> int:
