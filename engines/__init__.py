@@ -1,4 +1,10 @@
-"""Inference backends behind one interface (:class:`engines.base.Engine`)."""
+"""Inference backends behind one interface (:class:`engines.base.Engine`).
+
+Backends: ``torch`` (eager PyTorch, CPU or CUDA), ``onnxruntime`` (the exported graphs; TensorRT,
+CUDA or CPU execution providers) and ``tensorrt`` (TensorRT engines on NVIDIA GPUs); ``auto``
+picks the fastest that works here (see :mod:`engines.select`). Importing this package needs
+neither onnxruntime nor tensorrt: backends import them when they start.
+"""
 
 from __future__ import annotations
 
@@ -25,16 +31,14 @@ __all__ = [
 def create_engine(
     checkpoint: str | Path, config: ModelConfig, options: EngineOptions | None = None
 ) -> Engine:
-    """Create the engine ``options`` ask for, for ``checkpoint`` at ``config.resolution``."""
-    from export.checkpoint import load_model
-    from export.iospec import model_io
+    """Start the engine ``options`` ask for (default: ``--backend auto``), for ``checkpoint``
+    at ``config.resolution`` and ``options.batch``.
 
-    from .torch_engine import TorchEngine, resolve_device
+    Exported ONNX files and built engines are cached (see :mod:`engines.cache`), so only the
+    first start of a model exports or builds. ``engine.selection_reason`` says which backend
+    runs and why. Raises :class:`EngineError` listing every backend tried, with the reason and
+    fix for each, when none can start.
+    """
+    from .select import create
 
-    options = options or EngineOptions()
-    if options.backend not in ("torch", "auto"):
-        raise EngineError(f"backend '{options.backend}' is not available in this build")
-    device = resolve_device(options.device)
-    model = load_model(checkpoint, config)
-    io = model_io(config, config.resolution, options.batch)
-    return TorchEngine(model, io, options.precision, device)
+    return create(checkpoint, config, options or EngineOptions())

@@ -1,19 +1,32 @@
-"""The PyTorch backend: the exportable graphs run eagerly, on CPU or CUDA."""
+"""The PyTorch backend: the exportable graphs run eagerly, on CPU or CUDA.
+
+fp16 (CUDA only) runs :func:`export.onnx_export.mixed_precision_model`, the same mixed
+precision as the exported fp16 graphs: convolution stacks in half, keypoints and motion math in
+float32, I/O float32. fp32 on CUDA disables TF32 convolutions while the engine runs (they would
+cost about 1e-3 of accuracy). With ``cuda_graph`` the frame call is captured once in a CUDA
+graph over static input/output buffers and replayed per frame.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import logging
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from export.config import ModelConfig
 from export.graphs import AvatarGraph, FrameGraph
 from export.iospec import GraphSpec, ModelIO, model_io
 from export.model import FOMM
 
 from .base import Engine
 from .errors import EngineError
+
+log = logging.getLogger(__name__)
 
 
 def resolve_device(device: str) -> str:
@@ -28,12 +41,34 @@ def resolve_device(device: str) -> str:
         )
     if device != "cpu" and not device.startswith("cuda"):
         raise EngineError(f"unknown device '{device}': expected cpu, cuda, cuda:N or auto")
+    if device.startswith("cuda:"):
+        index = device.split(":", 1)[1]
+        if not index.isdigit() or int(index) >= torch.cuda.device_count():
+            raise EngineError(
+                f"--device {device}: no such GPU (PyTorch sees {torch.cuda.device_count()}); "
+                "use cuda or cuda:0 .. cuda:N-1"
+            )
     return device
+
+
+@contextlib.contextmanager
+def cudnn_settings(fp32: bool) -> Iterator[None]:
+    """cuDNN autotuning on (static shapes), and no TF32 convolutions for fp32 engines; the
+    process-wide flags are restored on exit."""
+    cudnn = torch.backends.cudnn
+    saved = (cudnn.benchmark, cudnn.allow_tf32)
+    cudnn.benchmark = True
+    if fp32:
+        cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        cudnn.benchmark, cudnn.allow_tf32 = saved
 
 
 class TorchEngine(Engine):
     """Runs :class:`export.graphs.AvatarGraph` and :class:`~export.graphs.FrameGraph` in
-    PyTorch. fp16 runs the network in half precision on CUDA; I/O stays float32."""
+    PyTorch."""
 
     backend = "torch"
 
@@ -43,36 +78,128 @@ class TorchEngine(Engine):
         io: ModelIO | None = None,
         precision: str = "fp32",
         device: str = "cpu",
+        cuda_graph: bool = False,
     ):
         device = resolve_device(device)
         if precision not in ("fp32", "fp16"):
             raise EngineError(f"unknown precision '{precision}': expected fp32 or fp16")
-        if precision == "fp16" and not device.startswith("cuda"):
+        on_cuda = device.startswith("cuda")
+        if precision == "fp16" and not on_cuda:
             raise EngineError(
                 "the torch backend runs fp16 on CUDA only (half-precision convolutions are slow "
-                "or unsupported on CPU); use --precision fp32 or a GPU"
+                "or unsupported on CPU); use --precision fp32, a GPU, or --backend onnxruntime"
             )
         io = io or model_io(model.config)
         super().__init__(io, precision, device)
-        self._dtype = torch.float16 if precision == "fp16" else torch.float32
-        self._model = model.to(device=device, dtype=self._dtype).eval()
+        self.selection_reason = "torch backend requested"  # set by create_engine
+        self.cuda_graph = cuda_graph and on_cuda  # capture the frame call in a CUDA graph
+        if cuda_graph and not on_cuda:
+            log.info("cuda_graph ignored: the torch engine runs on the CPU")
+        if precision == "fp16":
+            from export.onnx_export import mixed_precision_model
+
+            model = mixed_precision_model(model)
+        self._model = model.to(device=device).eval()
         self._graphs = {
             io.avatar.name: AvatarGraph(self._model, io),
             io.frame.name: FrameGraph(self._model, io),
         }
+        self._scratch = False  # True inside run(): fresh tensors, the session state untouched
+        # CUDA graph state: static inputs/outputs of the frame call and the captured graph.
+        self._static: dict[str, torch.Tensor] = {}
+        self._static_out: tuple[torch.Tensor, ...] = ()
+        self._graph: Any = None
+        if self.cuda_graph:
+            self._static = {
+                t.name: torch.zeros(t.shape, dtype=torch.float32, device=device)
+                for t in io.frame.inputs
+            }
+
+    # --- backend hooks -------------------------------------------------------------------------
+
+    def run(self, graph: str, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """See :meth:`Engine.run`; never changes the avatar state of the session API."""
+        self._scratch = True
+        try:
+            return super().run(graph, feeds)
+        finally:
+            self._scratch = False
 
     def _to_device(self, name: str, array: np.ndarray) -> torch.Tensor:
         tensor = torch.from_numpy(array)
-        return tensor.to(device=self.device, dtype=self._dtype, non_blocking=True)
+        if self.cuda_graph and not self._scratch and name in self._static:
+            # The captured graph reads these addresses: update them in place.
+            return self._static[name].copy_(tensor, non_blocking=False)
+        return tensor.to(device=self.device, dtype=torch.float32, non_blocking=True)
 
     def _to_host(self, name: str, handle: torch.Tensor) -> np.ndarray:
+        # Eager outputs are fresh tensors; static CUDA-graph outputs are copied by .to("cpu").
         return handle.detach().to(device="cpu", dtype=torch.float32).numpy()
 
     def _execute(self, graph: GraphSpec, feeds: Mapping[str, Any]) -> dict[str, Any]:
         module = self._graphs[graph.name]
-        with torch.inference_mode():
-            outputs = module(*(feeds[name] for name in graph.input_names))
+        on_cuda = self.device.startswith("cuda")
+        settings = cudnn_settings(self.precision == "fp32") if on_cuda else contextlib.nullcontext()
+        with settings:
+            if self.cuda_graph and not self._scratch and graph.name == self.io.frame.name:
+                outputs = self._replay(module, feeds)
+            else:
+                with torch.inference_mode():
+                    outputs = module(*(feeds[name] for name in graph.input_names))
+                if self.cuda_graph and not self._scratch and graph.name == self.io.avatar.name:
+                    # The avatar state goes into the frame graph's static buffers.
+                    with torch.no_grad():
+                        for name, value in zip(graph.output_names, outputs, strict=True):
+                            self._static[name].copy_(value)
+                    outputs = tuple(self._static[name] for name in graph.output_names)
         return dict(zip(graph.output_names, outputs, strict=True))
+
+    def _replay(self, module: torch.nn.Module, feeds: Mapping[str, Any]) -> tuple[Any, ...]:
+        names = self.io.frame.input_names
+        with torch.no_grad():
+            for name in names:
+                if feeds[name] is not self._static[name]:
+                    self._static[name].copy_(feeds[name])
+            if self._graph is None:
+                self._capture(module)
+            self._graph.replay()
+        return self._static_out
+
+    def _capture(self, module: torch.nn.Module) -> None:
+        """Warm up on a side stream, then capture one frame call (PyTorch's recipe)."""
+        inputs = [self._static[name] for name in self.io.frame.input_names]
+        side = torch.cuda.Stream(device=self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side), torch.no_grad():
+            for _ in range(3):
+                module(*inputs)
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph), torch.no_grad():
+            self._static_out = tuple(module(*inputs))
+        self._graph = graph
+        log.info("captured the frame call in a CUDA graph")
 
     def _release(self) -> None:
         self._graphs.clear()
+        self._graph = None
+        self._static.clear()
+        self._static_out = ()
+
+
+def create_torch_engine(
+    checkpoint: str | Path,
+    config: ModelConfig,
+    io: ModelIO,
+    precision: str,
+    device: str,
+    cuda_graph: bool = False,
+) -> TorchEngine:
+    """Load the checkpoint and wrap it in a :class:`TorchEngine`."""
+    from export.checkpoint import load_model
+
+    device = resolve_device(device)
+    if precision == "fp16" and not device.startswith("cuda"):
+        raise EngineError("the torch backend runs fp16 on CUDA only; use --precision fp32 or a GPU")
+    model = load_model(checkpoint, config)
+    return TorchEngine(model, io, precision, device, cuda_graph)

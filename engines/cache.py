@@ -1,0 +1,424 @@
+"""The engine cache: built artifacts (ONNX files, optimized ONNX Runtime models, TensorRT
+engines and timing caches) kept between runs, so a second start takes seconds.
+
+Layout under the cache root (``EngineOptions.cache_dir``, else ``$AVATARCAM_HOME/cache``, else
+``$XDG_CACHE_HOME/avatarcam/cache`` = ``~/.cache/avatarcam/cache``)::
+
+    checkpoint-hashes.json        sha256 of checkpoint files, keyed by path + size + mtime
+    <kind>/<label>-<key digest>/  one entry: its files and manifest.json
+    <kind>/<label>-<key digest>.lock
+    tensorrt/timing-*.cache       TensorRT timing caches, shared by builds on one GPU
+
+An entry's key holds everything that invalidates it (checkpoint content hash, config, shapes,
+precision, versions of the exporter and runtimes, GPU); its folder name is a digest of the key,
+so a changed input selects a different entry. ``manifest.json`` records the key and the size
+and sha256 of every file; an entry whose manifest or files do not match (partial write,
+truncation, stale key) is rebuilt with a :class:`CacheWarning`, never an error. Entries are
+built in a temporary folder and renamed into place, under a per-entry lock file, so a crash or
+a second process never leaves a half-written entry behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import EngineError
+
+CACHE_FORMAT = 1  # layout version of entries and manifests
+MANIFEST = "manifest.json"
+HASHES = "checkpoint-hashes.json"
+LOCK_TIMEOUT_S = 3600.0  # a TensorRT build of the vox model takes minutes, not an hour
+_CHUNK = 8 << 20
+
+
+class CacheWarning(UserWarning):
+    """A cache entry was unusable (corrupt, partial or stale) and is being rebuilt."""
+
+
+def default_cache_dir() -> Path:
+    """``$AVATARCAM_HOME/cache``, else ``$XDG_CACHE_HOME/avatarcam/cache`` (``~/.cache``)."""
+    home = os.environ.get("AVATARCAM_HOME")
+    if home:
+        return Path(home).expanduser() / "cache"
+    base = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
+    return Path(base).expanduser() / "avatarcam" / "cache"
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's contents, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def key_digest(key: Mapping[str, Any]) -> str:
+    """A stable digest of a JSON-able key (sorted keys)."""
+    text = json.dumps(key, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def _normalized(key: Mapping[str, Any]) -> Any:
+    return json.loads(json.dumps(key, sort_keys=True, default=str))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and os.replace (never partial)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode())
+
+
+class FileLock:
+    """An exclusive lock on ``path`` across processes (flock on POSIX, msvcrt on Windows).
+
+    The operating system drops the lock when its holder dies, so a crashed build never blocks
+    the next start. Waiting longer than ``timeout`` raises EngineError.
+    """
+
+    def __init__(self, path: Path, timeout: float = LOCK_TIMEOUT_S, what: str = "the cache"):
+        self.path = path  # the lock file (created if missing, never deleted)
+        self.timeout = timeout  # seconds to wait before giving up
+        self.what = what  # what is being built, for the waiting message
+        self._file: Any = None
+
+    def _try_lock(self) -> bool:
+        if sys.platform == "win32":
+            import msvcrt
+
+            try:
+                msvcrt.locking(self._file.fileno(), msvcrt.LK_NBLCK, 1)
+            except OSError:
+                return False
+            return True
+        import fcntl
+
+        try:
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False
+        return True
+
+    def _unlock(self) -> None:
+        if sys.platform == "win32":
+            import msvcrt
+
+            self._file.seek(0)
+            msvcrt.locking(self._file.fileno(), msvcrt.LK_UNLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
+
+    def __enter__(self) -> FileLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = self.path.open("a+b")
+        start = time.monotonic()
+        told = False
+        while not self._try_lock():
+            waited = time.monotonic() - start
+            if waited > self.timeout:
+                self._file.close()
+                self._file = None
+                raise EngineError(
+                    f"waited {waited:.0f} s for another avatarcam process to finish {self.what} "
+                    f"(lock file {self.path}). If no other avatarcam is running, delete that "
+                    "file and start again."
+                )
+            if not told:
+                print(
+                    f"avatarcam: waiting for another process to finish {self.what} ...",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                told = True
+            time.sleep(0.2)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._unlock()
+            self._file.close()
+            self._file = None
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """A valid entry: its folder and the digest of its key."""
+
+    path: Path  # the entry's folder
+    digest: str  # digest of the key (also the folder name's suffix)
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+
+class ArtifactCache:
+    """Built artifacts under ``root`` (see the module doc)."""
+
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root).expanduser() if root is not None else default_cache_dir()
+        self.builds = 0  # entries built (not reused) by this object, for logs and tests
+
+    # --- checkpoints ---------------------------------------------------------------------------
+
+    def checkpoint_digest(self, checkpoint: str | Path) -> str:
+        """sha256 of the checkpoint's contents; remembered by path, size and mtime so an
+        unchanged file is hashed once, not at every start."""
+        path = Path(checkpoint).expanduser()
+        if not path.is_file():
+            from export.checkpoint import read_checkpoint
+
+            read_checkpoint(path)  # raises the user-facing CheckpointError
+        path = path.resolve()
+        stat = path.stat()
+        record = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+        table_path = self.root / HASHES
+        table = self._read_json(table_path)
+        known = table.get(str(path)) if isinstance(table, dict) else None
+        if isinstance(known, dict) and all(known.get(k) == v for k, v in record.items()):
+            sha = known.get("sha256")
+            if isinstance(sha, str) and len(sha) == 64:
+                return sha
+        sha = file_sha256(path)
+        with FileLock(self.root / (HASHES + ".lock"), what="hashing a checkpoint"):
+            table = self._read_json(table_path)
+            if not isinstance(table, dict):
+                table = {}
+            table[str(path)] = {**record, "sha256": sha}
+            atomic_write_json(table_path, table)
+        return sha
+
+    @staticmethod
+    def _read_json(path: Path) -> Any:
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    # --- entries -------------------------------------------------------------------------------
+
+    def entry_path(self, kind: str, label: str, key: Mapping[str, Any]) -> Path:
+        return self.root / kind / f"{_safe(label)}-{key_digest(key)}"
+
+    def _problem(self, folder: Path, key: Mapping[str, Any], files: Sequence[str]) -> str | None:
+        """Why ``folder`` is not a valid entry for ``key`` with ``files``; None if it is."""
+        manifest_path = folder / MANIFEST
+        if not folder.exists():
+            return "missing"
+        manifest = self._read_json(manifest_path)
+        if not isinstance(manifest, dict):
+            return f"has no readable {MANIFEST} (a partial write?)"
+        if manifest.get("format") != CACHE_FORMAT:
+            return f"was written by another cache format ({manifest.get('format')})"
+        if manifest.get("key") != _normalized(key):
+            return "is stale (its key does not match)"
+        recorded = manifest.get("files")
+        if not isinstance(recorded, dict):
+            return f"has a {MANIFEST} without files"
+        for name in files:
+            info = recorded.get(name)
+            path = folder / name
+            if not isinstance(info, dict) or not path.is_file():
+                return f"lacks {name}"
+            size = path.stat().st_size
+            if size != info.get("size"):
+                return f"has a damaged {name} ({size} bytes, expected {info.get('size')})"
+            if file_sha256(path) != info.get("sha256"):
+                return f"has a damaged {name} (sha256 mismatch)"
+        return None
+
+    def get_or_build(
+        self,
+        kind: str,
+        label: str,
+        key: Mapping[str, Any],
+        files: Sequence[str],
+        build: Callable[[Path], None],
+        what: str,
+    ) -> CacheEntry:
+        """The entry for ``key``, built by ``build(folder)`` (which writes ``files`` into
+        ``folder``) when it is missing or unusable. ``what`` names it in messages."""
+        folder = self.entry_path(kind, label, key)
+        digest = key_digest(key)
+        with FileLock(folder.with_name(folder.name + ".lock"), what=what):
+            problem = self._problem(folder, key, files)
+            if problem is None:
+                return CacheEntry(folder, digest)
+            if problem != "missing":
+                warnings.warn(
+                    f"the cached {what} in {folder} {problem}; rebuilding it",
+                    CacheWarning,
+                    stacklevel=2,
+                )
+            self._build(folder, key, files, build, what)
+            return CacheEntry(folder, digest)
+
+    def _build(
+        self,
+        folder: Path,
+        key: Mapping[str, Any],
+        files: Sequence[str],
+        build: Callable[[Path], None],
+        what: str,
+    ) -> None:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = folder.with_name(f".{folder.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
+        tmp.mkdir()
+        try:
+            start = time.monotonic()
+            build(tmp)
+            recorded = {}
+            for name in files:
+                path = tmp / name
+                if not path.is_file():
+                    raise EngineError(f"internal error: building the {what} did not write {name}")
+                recorded[name] = {"size": path.stat().st_size, "sha256": file_sha256(path)}
+            manifest = {
+                "format": CACHE_FORMAT,
+                "what": what,
+                "key": _normalized(key),
+                "files": recorded,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "build_seconds": round(time.monotonic() - start, 2),
+            }
+            atomic_write_json(tmp / MANIFEST, manifest)
+            self._remove(folder)
+            os.replace(tmp, folder)
+            self.builds += 1
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    @staticmethod
+    def _remove(folder: Path) -> None:
+        if folder.exists():
+            trash = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:8]}.old")
+            os.replace(folder, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+
+    def discard(self, entry: CacheEntry, reason: str, what: str) -> None:
+        """Drop an entry that failed to load (e.g. a TensorRT engine that does not
+        deserialize), with a CacheWarning; the next get_or_build rebuilds it."""
+        warnings.warn(
+            f"the cached {what} in {entry.path} could not be used ({reason}); rebuilding it",
+            CacheWarning,
+            stacklevel=2,
+        )
+        with FileLock(entry.path.with_name(entry.path.name + ".lock"), what=what):
+            self._remove(entry.path)
+
+    @contextlib.contextmanager
+    def locked_file(self, relative: str, what: str) -> Iterator[Path]:
+        """Hold the lock of a shared file under the root (e.g. a TensorRT timing cache)."""
+        path = self.root / relative
+        with FileLock(path.with_name(path.name + ".lock"), what=what):
+            yield path
+
+
+def _safe(label: str) -> str:
+    out = "".join(c if c.isalnum() or c in "._-" else "-" for c in label)
+    return out.strip("-.")[:80] or "entry"
+
+
+def cpu_name() -> str:
+    """The CPU model (ONNX Runtime's optimized models depend on its instruction set)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def package_version(distribution: str) -> str | None:
+    """The installed version of a distribution, or None."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def onnx_artifacts(
+    cache: ArtifactCache,
+    checkpoint: str | Path,
+    config: Any,
+    resolution: int,
+    batch: int,
+    precision: str,
+) -> tuple[dict[str, Path], CacheEntry]:
+    """The checked ONNX files of both graphs, exported on a cache miss.
+
+    Keyed by the checkpoint's content hash, every config field, resolution, batch, precision
+    and :func:`export.onnx_export.export_fingerprint` (exporter, versions, graph sources).
+    """
+    from dataclasses import asdict
+
+    from export.checkpoint import load_model
+    from export.iospec import model_io
+    from export.onnx_export import (
+        GRAPHS,
+        export_fingerprint,
+        export_onnx,
+        model_slug,
+        onnx_filename,
+    )
+
+    io = model_io(config, resolution, batch)
+    names = {graph: onnx_filename(config, io, graph, precision) for graph in GRAPHS}
+    key = {
+        "checkpoint_sha256": cache.checkpoint_digest(checkpoint),
+        "config": asdict(config),
+        "resolution": resolution,
+        "batch": batch,
+        "precision": precision,
+        **export_fingerprint(),
+    }
+
+    def build(folder: Path) -> None:
+        print(
+            f"avatarcam: exporting the model to ONNX ({precision}, {resolution}x{resolution}, "
+            f"batch {batch}); this happens once per model and takes a minute ...",
+            file=sys.stderr,
+            flush=True,
+        )
+        model = load_model(checkpoint, config)
+        export_onnx(model, folder, resolution, batch, precision, filenames=names)
+
+    label = f"{model_slug(config)}-{resolution}px-b{batch}-{precision}"
+    entry = cache.get_or_build("onnx", label, key, list(names.values()), build, "ONNX export")
+    return {graph: entry.file(name) for graph, name in names.items()}, entry

@@ -1,0 +1,243 @@
+"""Backend selection: ``--backend auto`` and the errors when nothing can start.
+
+``auto`` tries, in order, the candidates that can run on the requested device:
+
+1. ``tensorrt`` on a CUDA GPU (TensorRT engines: the fastest on NVIDIA GPUs),
+2. ``onnxruntime`` on a CUDA GPU (TensorRT or CUDA execution provider),
+3. ``torch`` on a CUDA GPU,
+4. ``onnxruntime`` on the CPU (about 1.3x faster than eager PyTorch per frame on CPU),
+5. ``torch`` on the CPU.
+
+A candidate whose prerequisites are missing is skipped with the reason; one that fails to
+start is recorded with its error; the first that starts wins and its
+``engine.selection_reason`` says which backend runs and why the ones before it do not. An
+explicit ``--backend`` tries only that backend (on the GPU, then the CPU, for
+``--device auto``). When no candidate starts, :class:`~engines.errors.EngineError` lists every
+candidate with its reason and the pip extra or system step that fixes it. Errors about the
+checkpoint or config are raised at once: no backend can fix those.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from export.config import ModelConfig
+from export.errors import CheckpointError, ConfigError, MissingDependencyError
+from export.iospec import model_io
+
+from .base import Engine
+from .errors import EngineError
+from .options import BACKENDS, PRECISIONS, EngineOptions
+
+log = logging.getLogger(__name__)
+
+GPU_ORDER = ("tensorrt", "onnxruntime", "torch")
+CPU_ORDER = ("onnxruntime", "torch")
+
+_FIX_GPU_DRIVER = (
+    "install an NVIDIA GPU driver and a CUDA build of PyTorch (https://pytorch.org/get-started)"
+)
+_FIX = {
+    "tensorrt": "pip install 'avatarcam[gpu]' (needs an NVIDIA GPU and driver)",
+    "onnxruntime-cpu": "pip install 'avatarcam[cpu]'",
+    "onnxruntime-gpu": "pip install 'avatarcam[gpu]' (and uninstall the CPU-only onnxruntime)",
+    "torch-cpu": "reinstall PyTorch: pip install torch",
+    "torch-gpu": _FIX_GPU_DRIVER,
+}
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One candidate that was skipped or failed."""
+
+    backend: str  # tensorrt, onnxruntime or torch
+    device: str  # cpu or cuda[:N]
+    reason: str  # what went wrong, in one line
+    fix: str  # the pip extra or system step that fixes it
+
+    def line(self) -> str:
+        return f"- {self.backend} on {self.device}: {self.reason}\n    fix: {self.fix}"
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _devices(device: str) -> list[str]:
+    """Devices to try for ``--device``: auto means the GPU (if any), then the CPU."""
+    if device == "auto":
+        return ["cuda", "cpu"] if _cuda_available() else ["cpu"]
+    if device == "cpu" or device.startswith("cuda"):
+        return [device]
+    raise EngineError(f"unknown device '{device}': expected cpu, cuda, cuda:N or auto")
+
+
+def candidates(options: EngineOptions) -> list[tuple[str, str]]:
+    """(backend, device) pairs to try, in order of preference."""
+    devices = _devices(options.device)
+    pairs = []
+    for device in devices:
+        order = GPU_ORDER if device.startswith("cuda") else CPU_ORDER
+        for backend in order:
+            if options.backend in ("auto", backend):
+                pairs.append((backend, device))
+    if not pairs:  # e.g. --backend tensorrt --device cpu
+        pairs.append((options.backend, devices[0]))
+    return pairs
+
+
+def precheck(backend: str, device: str, precision: str) -> Attempt | None:
+    """Why ``backend`` cannot run on ``device`` at ``precision`` here, before trying it."""
+    gpu = device.startswith("cuda")
+    if backend == "tensorrt":
+        if not gpu:
+            return Attempt(backend, device, "TensorRT runs on NVIDIA GPUs only", _FIX["tensorrt"])
+        if not _installed("tensorrt"):
+            return Attempt(
+                backend, device, "the tensorrt package is not installed", _FIX["tensorrt"]
+            )
+        if not _cuda_available():
+            return Attempt(backend, device, "PyTorch sees no CUDA GPU", _FIX_GPU_DRIVER)
+    elif backend == "onnxruntime":
+        if not _installed("onnxruntime"):
+            extra = "onnxruntime-gpu" if gpu else "onnxruntime-cpu"
+            return Attempt(backend, device, "onnxruntime is not installed", _FIX[extra])
+    elif backend == "torch":
+        if gpu and not _cuda_available():
+            return Attempt(backend, device, "PyTorch sees no CUDA GPU", _FIX_GPU_DRIVER)
+        if precision == "fp16" and not gpu:
+            return Attempt(
+                backend,
+                device,
+                "fp16 needs CUDA in the torch backend",
+                "use --precision fp32, --backend onnxruntime, or a GPU",
+            )
+    return None
+
+
+def _fix_for(backend: str, device: str, exc: BaseException) -> str:
+    gpu = device.startswith("cuda")
+    if backend == "tensorrt":
+        return _FIX["tensorrt"]
+    if backend == "onnxruntime":
+        return _FIX["onnxruntime-gpu" if gpu else "onnxruntime-cpu"]
+    return _FIX["torch-gpu" if gpu else "torch-cpu"]
+
+
+def _start(
+    backend: str,
+    device: str,
+    checkpoint: str | Path,
+    config: ModelConfig,
+    options: EngineOptions,
+) -> Engine:
+    from .cache import ArtifactCache
+
+    io = model_io(config, config.resolution, options.batch)
+    cache = ArtifactCache(options.cache_dir)
+    if backend == "torch":
+        from .torch_engine import create_torch_engine
+
+        return create_torch_engine(
+            checkpoint, config, io, options.precision, device, options.cuda_graph
+        )
+    if backend == "onnxruntime":
+        from .onnxruntime_engine import create_onnxruntime_engine
+
+        if options.cuda_graph:
+            log.info("cuda_graph is not used by the onnxruntime backend")
+        return create_onnxruntime_engine(checkpoint, config, io, options.precision, device, cache)
+    if backend == "tensorrt":
+        from .tensorrt_engine import create_tensorrt_engine
+
+        return create_tensorrt_engine(
+            checkpoint, config, io, options.precision, device, cache, options.cuda_graph
+        )
+    raise EngineError(f"unknown backend '{backend}': expected one of {BACKENDS}")
+
+
+def _why(backend: str, device: str) -> str:
+    if backend == "tensorrt":
+        return "TensorRT engines are the fastest on NVIDIA GPUs"
+    if backend == "onnxruntime" and device.startswith("cuda"):
+        return "ONNX Runtime's GPU providers are next fastest"
+    if backend == "onnxruntime":
+        return "ONNX Runtime is faster than eager PyTorch on the CPU"
+    return "eager PyTorch is the fallback that always works"
+
+
+def validate_options(options: EngineOptions) -> None:
+    if options.backend not in BACKENDS:
+        raise EngineError(f"unknown backend '{options.backend}': expected one of {BACKENDS}")
+    if options.precision not in PRECISIONS:
+        raise EngineError(f"unknown precision '{options.precision}': expected one of {PRECISIONS}")
+    if options.batch < 1:
+        raise EngineError(f"batch must be at least 1, got {options.batch}")
+
+
+def create(checkpoint: str | Path, config: ModelConfig, options: EngineOptions) -> Engine:
+    """Start the engine ``options`` ask for (see the module doc)."""
+    validate_options(options)
+    failed: list[Attempt] = []
+    for backend, device in candidates(options):
+        skip = precheck(backend, device, options.precision)
+        if skip is not None:
+            failed.append(skip)
+            continue
+        try:
+            engine = _start(backend, device, checkpoint, config, options)
+        except (CheckpointError, ConfigError):
+            raise  # the input is wrong, not the backend
+        except MissingDependencyError as exc:
+            failed.append(
+                Attempt(backend, device, _first_line(exc), _fix_for(backend, device, exc))
+            )
+            continue
+        except Exception as exc:  # any backend failure: record it and try the next one
+            log.debug("backend %s on %s failed", backend, device, exc_info=True)
+            failed.append(
+                Attempt(
+                    backend,
+                    device,
+                    f"{type(exc).__name__}: {_first_line(exc)}",
+                    _fix_for(backend, device, exc),
+                )
+            )
+            continue
+        engine.selection_reason = _reason(options, backend, device, failed)
+        log.info("engine: %s", engine.selection_reason)
+        return engine
+    requested = "any backend" if options.backend == "auto" else f"the {options.backend} backend"
+    lines = "\n".join(attempt.line() for attempt in failed)
+    raise EngineError(
+        f"could not start {requested} ({options.precision}, device {options.device}):\n{lines}"
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _reason(options: EngineOptions, backend: str, device: str, failed: list[Attempt]) -> str:
+    how = "picked by --backend auto" if options.backend == "auto" else "requested"
+    text = f"{backend} on {device} ({options.precision}), {how}"
+    if options.backend == "auto":
+        text += f": {_why(backend, device)}"
+    if failed:
+        text += "; not used: " + "; ".join(
+            f"{a.backend} on {a.device} ({a.reason})" for a in failed
+        )
+    return text
