@@ -38,6 +38,7 @@ def golden_files(golden: Golden, tmp_path: Path) -> tuple[Golden, Path, Path]:
 
 
 def _args(golden: Golden, avatar: Path, driving: Path | str, output: Path, *extra: str) -> list:
+    backend = [] if "--backend" in extra else ["--backend", "torch"]
     return [
         "--avatar",
         str(avatar),
@@ -52,19 +53,26 @@ def _args(golden: Golden, avatar: Path, driving: Path | str, output: Path, *extr
         "--resolution",
         str(golden.resolution),
         "--no-crop",
-        "--backend",
-        "torch",
+        *backend,
         *extra,
     ]
 
 
 @pytest.mark.parametrize(
     ("flags", "key"),
-    [((), "prediction"), (("--absolute",), "kp_abs_prediction")],
-    ids=["relative", "absolute"],
+    [
+        ((), "prediction"),
+        (("--absolute",), "kp_abs_prediction"),
+        (("--backend", "onnxruntime"), "prediction"),
+        (("--backend", "onnxruntime", "--absolute"), "kp_abs_prediction"),
+    ],
+    ids=["relative", "absolute", "onnxruntime-relative", "onnxruntime-absolute"],
 )
-def test_offline_run_reproduces_golden(golden_files, tmp_path: Path, flags, key) -> None:
+def test_offline_run_reproduces_golden(
+    golden_files, tmp_path: Path, monkeypatch, flags, key
+) -> None:
     golden, avatar, driving = golden_files
+    monkeypatch.setenv("AVATARCAM_HOME", str(tmp_path / "home"))  # a fresh engine cache
     out = tmp_path / "out"
     assert main(_args(golden, avatar, driving, out, *flags)) == 0
     expected = np.round(golden.arrays[key] * 255)
