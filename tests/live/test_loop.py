@@ -381,3 +381,93 @@ def test_preview_window_under_xvfb(tiny_golden: Golden, tmp_path: Path, xvfb_dis
     image = cv2.imread(str(shot))
     # Camera panel on the left (with the green crop box), the animated avatar on the right.
     assert image.shape[1] > image.shape[0]
+
+
+def test_best_frame_mode_calibrates_on_the_closest_pose(
+    tiny_golden: Golden, tmp_path: Path
+) -> None:
+    """The driving frame equal to the avatar matches its keypoints exactly: it must win."""
+    avatars, _ = _tiny_inputs(tiny_golden, tmp_path)
+    (avatars / "2-flipped.png").unlink()
+    frames = [np.round(f * 255).astype(np.uint8) for f in tiny_golden.arrays["driving"]]
+    source = np.round(tiny_golden.arrays["source"] * 255).astype(np.uint8)
+    frames.insert(3, source)
+    driving = _write_folder(tmp_path / "best", frames)
+    loop = run(
+        _options(tiny_golden, avatars, driving, "--no-crop", "--best-frame", "--output",
+                 str(tmp_path / "o"))
+    )  # fmt: skip
+    reference = loop.animator.reference
+    assert reference is not None
+    np.testing.assert_allclose(reference.value, loop.animator.avatar_keypoints.value, atol=1e-5)
+    # Without best-frame mode the first frame is the reference.
+    first = run(
+        _options(tiny_golden, avatars, driving, "--no-crop", "--output", str(tmp_path / "p"))
+    )
+    assert np.abs(first.animator.reference.value - reference.value).max() > 1e-3
+
+
+def test_mirror_flips_the_camera_view(tiny_golden: Golden, tmp_path: Path) -> None:
+    frames = _gif_frames(shared_path("media", "driving", "mona-talking.gif"))[:4]
+    frames = [np.pad(f, ((0, 0), (0, 400), (0, 0))) for f in frames]  # face on the left
+    driving = _write_folder(tmp_path / "driving", frames)
+    avatar = shared_path("media", "avatars", "mona.jpg")
+    boxes = {}
+    for mirror in (False, True):
+        records, on_frame = _collect()
+        extra = ["--mirror"] if mirror else []
+        run(_options(tiny_golden, avatar, driving, "--output", str(tmp_path / str(mirror)),
+                     *extra), on_frame=on_frame)  # fmt: skip
+        boxes[mirror] = records[0].box
+    width = frames[0].shape[1]
+    plain, mirrored = boxes[False], boxes[True]
+    assert plain.center[0] < width / 2 < mirrored.center[0]
+    tolerance = 0.03 * plain.size
+    assert abs(plain.center[0] - (width - mirrored.center[0])) < tolerance
+    assert abs(plain.center[1] - mirrored.center[1]) < tolerance
+
+
+def test_pause_shows_the_avatar_at_rest(tiny_golden: Golden, tmp_path: Path) -> None:
+    avatars, driving = _tiny_inputs(tiny_golden, tmp_path)
+    (avatars / "2-flipped.png").unlink()
+    records, collect = _collect()
+
+    def on_frame(record: FrameRecord, loop: LiveLoop) -> None:
+        collect(record, loop)
+        if record.index in (3, 6):
+            loop.post(Action.TOGGLE_PAUSE)
+
+    loop = run(
+        _options(tiny_golden, avatars, driving, "--no-crop", "--output", str(tmp_path / "o")),
+        on_frame=on_frame,
+    )
+    statuses = [r.status for r in records]
+    assert statuses[4:7] == ["paused: showing the avatar at rest"] * 3
+    assert statuses[7] == "ok" and statuses[3] == "ok"
+    rest = cv2.cvtColor(loop.animator.rest_image, cv2.COLOR_RGB2BGR).astype(int)
+    assert np.array_equal(cv2.imread(str(tmp_path / "o" / "000005.png")).astype(int), rest)
+
+
+def test_ctrl_c_releases_camera_and_virtual_camera(tiny_golden: Golden, tmp_path: Path) -> None:
+    avatars, driving = _tiny_inputs(tiny_golden, tmp_path)
+    cameras: list[FakeCamera] = []
+    seen: dict[str, object] = {}
+
+    def factory(width, height, fps, device):
+        cameras.append(FakeCamera(width, height, fps, device))
+        return cameras[-1]
+
+    def on_frame(record: FrameRecord, loop: LiveLoop) -> None:
+        seen["source"] = loop.grabber.source
+        if record.index == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(
+            _options(tiny_golden, avatars, driving, "--no-crop", "--virtual-cam"),
+            on_frame=on_frame,
+            camera_factory=factory,
+        )
+    assert cameras[0].closed
+    assert seen["source"].closed
+    assert len(cameras[0].frames) >= 4  # frames 0-3 (and any idle re-sends)
