@@ -13,12 +13,20 @@ def image_to_input(image: np.ndarray, out: np.ndarray | None = None) -> np.ndarr
     return out
 
 
-def output_to_image(prediction: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """1 x C x H x W float in [0, 1] -> H x W x C uint8 (round(x * 255)), into ``out``."""
-    chw = prediction[0]
+def output_to_image(
+    prediction: np.ndarray, out: np.ndarray | None = None, scratch: np.ndarray | None = None
+) -> np.ndarray:
+    """1 x C x H x W float in [0, 1] -> H x W x C uint8 (round(x * 255)), into ``out``.
+
+    ``scratch`` (H x W x C float32) avoids the per-call temporary on the hot path.
+    """
+    hwc = prediction[0].transpose(1, 2, 0)
     if out is None:
-        out = np.empty((chw.shape[1], chw.shape[2], chw.shape[0]), np.uint8)
-    scaled = np.clip(chw.transpose(1, 2, 0) * 255.0, 0, 255)
-    np.rint(scaled, out=scaled)
-    out[...] = scaled
+        out = np.empty(hwc.shape, np.uint8)
+    if scratch is None:
+        scratch = np.empty(hwc.shape, np.float32)
+    np.multiply(hwc, np.float32(255), out=scratch)
+    np.clip(scratch, 0, 255, out=scratch)
+    np.rint(scratch, out=scratch)
+    out[...] = scratch
     return out

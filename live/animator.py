@@ -50,6 +50,7 @@ class Animator:
         self.motion = motion  # relative/absolute and adapt-scale
         size = engine.io.resolution
         self._input = np.empty((1, 3, size, size), np.float32)  # reused driving buffer
+        self._scratch = np.empty((size, size, 3), np.float32)  # reused output conversion buffer
         self._avatar_kp: KeypointArrays | None = None
         self._rest: np.ndarray | None = None
         self._reference: KeypointArrays | None = None
@@ -122,4 +123,5 @@ class Animator:
         if not self.calibrated:
             self.calibrate(result.driving)
             result = self.engine.animate(self._input)
-        return AnimatedFrame(output_to_image(result.prediction, out), result.driving)
+        image = output_to_image(result.prediction, out, self._scratch)
+        return AnimatedFrame(image, result.driving)
