@@ -165,7 +165,7 @@ def mixed_precision_model(model: FOMM) -> FOMM:
     gen.final = HalfPrecision(gen.final, cast_input=False, cast_output=True)
     dense = gen.dense_motion_network
     dense.hourglass = HalfPrecision(dense.hourglass)
-    return mixed
+    return mixed.eval()  # the new wrappers too
 
 
 def graph_module(model: FOMM, io: ModelIO, graph: str, precision: str = "fp32") -> nn.Module:

@@ -1,0 +1,138 @@
+"""The onnxruntime backend: providers, session options, fixed I/O buffers, import errors."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engines import EngineOptions, create_engine
+from engines import onnxruntime_engine as ore
+from engines.cache import ArtifactCache, onnx_artifacts
+from engines.errors import EngineError
+from export.config import load_config
+from export.errors import MissingDependencyError
+from tests.conftest import Golden
+
+ort = pytest.importorskip("onnxruntime")
+
+
+class FakeOrt:
+    """Just enough of the onnxruntime module for provider_list."""
+
+    def __init__(self, providers: list[str]):
+        self._providers = providers
+
+    def get_available_providers(self) -> list[str]:
+        return self._providers
+
+
+ALL = [ore.TENSORRT_EP, ore.CUDA_EP, ore.CPU_EP]
+
+
+def test_providers_in_order_of_preference(tmp_path: Path) -> None:
+    fp16 = ore.provider_list(FakeOrt(ALL), "cuda:1", "fp16", tmp_path)
+    assert [name for name, _ in fp16] == ALL
+    trt_options, cuda_options = fp16[0][1], fp16[1][1]
+    assert trt_options["device_id"] == "1" and cuda_options["device_id"] == "1"
+    assert trt_options["trt_fp16_enable"] == "1"
+    assert trt_options["trt_engine_cache_enable"] == "1"
+    assert trt_options["trt_engine_cache_path"] == str(tmp_path)
+    assert trt_options["trt_timing_cache_enable"] == "1"
+    fp32 = dict(ore.provider_list(FakeOrt(ALL), "cuda", "fp32", tmp_path))
+    assert fp32[ore.TENSORRT_EP]["trt_fp16_enable"] == "0"
+    assert fp32[ore.CUDA_EP]["use_tf32"] == "0"
+    # Only the providers this onnxruntime has; the CPU always.
+    only_cuda = ore.provider_list(FakeOrt([ore.CUDA_EP, ore.CPU_EP]), "cuda", "fp32", None)
+    assert [name for name, _ in only_cuda] == [ore.CUDA_EP, ore.CPU_EP]
+    assert ore.provider_list(FakeOrt(ALL), "cpu", "fp32", tmp_path) == [(ore.CPU_EP, {})]
+
+
+def test_session_options_are_tuned_for_latency(tmp_path: Path) -> None:
+    options = ore.session_options(ort, tmp_path / "opt.onnx")
+    assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    assert options.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
+    assert options.intra_op_num_threads == ore.physical_cores()
+    assert options.optimized_model_filepath == str(tmp_path / "opt.onnx")
+    assert 1 <= ore.physical_cores() <= (os.cpu_count() or 1)
+
+
+def test_warns_when_both_distributions_are_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ore, "installed_distributions", lambda: ["onnxruntime", "onnxruntime-gpu"])
+    with pytest.warns(RuntimeWarning, match="both 'onnxruntime' and 'onnxruntime-gpu'"):
+        ore.import_onnxruntime()
+
+
+@pytest.mark.parametrize(("gpu", "extra"), [(False, "cpu"), (True, "gpu")])
+def test_missing_onnxruntime_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, gpu: bool, extra: str
+) -> None:
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    monkeypatch.setattr(ore, "_cuda_visible", lambda: gpu)
+    with pytest.raises(MissingDependencyError, match=rf"avatarcam\[{extra}\]"):
+        ore.import_onnxruntime()
+
+
+@pytest.fixture
+def engine(tiny_golden: Golden, shared_engine_cache: Path):
+    config = load_config(tiny_golden.config, resolution=64)
+    options = EngineOptions(backend="onnxruntime", device="cpu", cache_dir=shared_engine_cache)
+    with create_engine(tiny_golden.checkpoint, config, options) as engine:
+        yield engine
+
+
+def _nchw(image: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(image.transpose(2, 0, 1)[None])
+
+
+def test_frames_reuse_fixed_buffers(engine, tiny_golden: Golden) -> None:
+    a = tiny_golden.arrays
+    assert engine.providers == [ore.CPU_EP]
+    engine.set_avatar(_nchw(a["source"]))
+    driving = engine._values["driving"]
+    prediction = engine._values["prediction"]
+    pointers = (driving.data_ptr(), prediction.data_ptr())
+    first = engine.animate(_nchw(a["driving"][0])).prediction
+    second = engine.animate(_nchw(a["driving"][1])).prediction
+    assert engine._values["driving"] is driving and engine._values["prediction"] is prediction
+    assert (driving.data_ptr(), prediction.data_ptr()) == pointers
+    # The returned frames are copies: the next frame does not overwrite the previous one.
+    assert not np.array_equal(first, second)
+    assert np.abs(first[0].transpose(1, 2, 0) - a["kp_abs_prediction"][0]).max() <= 1e-4
+
+
+def test_run_leaves_the_session_state_alone(engine, tiny_golden: Golden) -> None:
+    a = tiny_golden.arrays
+    engine.set_avatar(_nchw(a["source"]))
+    before = engine.animate(_nchw(a["driving"][2])).prediction
+    engine.run("avatar", {"avatar": _nchw(a["driving"][0])})  # another "avatar"
+    after = engine.animate(_nchw(a["driving"][2])).prediction
+    np.testing.assert_array_equal(before, after)
+
+
+def test_gpu_device_without_a_gpu_provider_is_refused(
+    tiny_golden: Golden, shared_engine_cache: Path
+) -> None:
+    config = load_config(tiny_golden.config, resolution=64)
+    paths, _ = onnx_artifacts(
+        ArtifactCache(shared_engine_cache), tiny_golden.checkpoint, config, 64, 1, "fp32"
+    )
+    providers = [(ore.CPU_EP, {})]
+    sessions = {
+        graph: ore.create_session(ort, path, providers, ore.session_options(ort))
+        for graph, path in paths.items()
+    }
+    from export.iospec import model_io
+
+    with pytest.raises(EngineError, match="could not start a GPU execution provider"):
+        ore.OnnxRuntimeEngine(sessions, model_io(config), "fp32", "cuda")
+
+
+def test_unloadable_model_is_an_engine_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(EngineError, match=r"could not load bad\.onnx"):
+        ore.create_session(ort, bad, [(ore.CPU_EP, {})], ore.session_options(ort))
