@@ -106,14 +106,19 @@ def markdown_table(headers: Sequence[str], cells: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def one_line(text: str) -> str:
+    """A multi-line message on one line (engine errors list their reasons on several)."""
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
 def skipped_lines(results: dict[str, Any]) -> list[str]:
-    """One line per variant that could not be measured, with the reason's first line."""
+    """One line per variant that could not be measured, with the reason."""
     lines = []
     for item in results["skipped"]:
-        reason = (item["reason"] or "").strip().splitlines()
+        reason = one_line(item["reason"] or "") or "no reason given"
         lines.append(
             f"{item['label']} {item['precision']} {item['device']} batch {item['batch']}: "
-            f"{item['status']} - {reason[0] if reason else 'no reason given'}"
+            f"{item['status']} - {reason}"
         )
     return lines
 

@@ -34,6 +34,7 @@ from . import stages as stages_module
 from .inputs import BenchInputs, load_inputs
 from .machine import machine_info, versions
 from .memory import HostPeak, device_peak_mb, reset_device_peak
+from .report import one_line
 from .settings import SCHEMA, BenchConfig
 from .timing import Clock, Step, run_calls, summarize
 
@@ -233,7 +234,7 @@ class Benchmark:
                 "reason": why,
             }
         )
-        self.log(f"  {status}: {why.splitlines()[0] if why else ''}")
+        self.log(f"  {status}: {one_line(why)}")
 
     def _memory(self, device: str, torch_device_memory: bool) -> dict[str, Any]:
         return {

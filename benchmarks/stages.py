@@ -2,13 +2,15 @@
 
 The engines run the frame graph (keypoints of the driving frame, motion transfer, generator
 decode) as one call, so its stages cannot be timed from outside. For torch backends the same
-modules are timed here stage by stage, with the avatar's cached state already on the device, in
-the engine's precision: the keypoint detector on the driving frame, then the motion transfer
-and ``generator.decode``.
+modules are timed here stage by stage, with the avatar's cached state already on the device, set
+up as the torch engine sets them up (fp16: the same mixed-precision model, float32 I/O; CUDA:
+the engine's cuDNN settings): the keypoint detector on the driving frame, then the motion
+transfer and ``generator.decode``.
 """
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -45,11 +47,23 @@ class TorchStages:
         reference_frame: np.ndarray,
         batch: int,
     ):
-        self.dtype = torch.float16 if precision == "fp16" else torch.float32
+        from engines.torch_engine import cudnn_settings
+
         self.device = device
         self.clock = Clock(device)
-        self.model = load_model(checkpoint, config).to(device=device, dtype=self.dtype).eval()
-        with torch.inference_mode():
+        model = load_model(checkpoint, config)
+        if precision == "fp16":
+            from export.onnx_export import mixed_precision_model
+
+            model = mixed_precision_model(model)
+        self.model = model.to(device=device).eval()
+        on_cuda = device.startswith("cuda")
+
+        def settings() -> contextlib.AbstractContextManager[None]:
+            return cudnn_settings(precision == "fp32") if on_cuda else contextlib.nullcontext()
+
+        self.settings = settings  # a fresh context per call, as the engine enters one per call
+        with self.settings(), torch.inference_mode():
             avatar = self.prepare(np.repeat(source, batch, axis=0))
             self.features, self.small = self.model.generator.encode(avatar)
             self.kp_source, self.jac_source = self.model.kp_detector(avatar)
@@ -71,15 +85,15 @@ class TorchStages:
         return None if tensor is None else tensor.float().cpu().numpy()
 
     def _device(self, array: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(array)).to(self.device, self.dtype)
+        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).to(self.device)
 
     def prepare(self, frames: np.ndarray) -> torch.Tensor:
-        """The driving batch on the device in the engine's precision (outside the timing)."""
+        """The driving batch on the device (outside the timing), float32 as engines take it."""
         return self._device(np.asarray(frames, dtype=np.float32))
 
     def step(self, driving: torch.Tensor) -> Step:
         clock = self.clock
-        with torch.inference_mode():
+        with self.settings(), torch.inference_mode():
             start = clock.now()
             kp_driving, jac_driving = self.model.kp_detector(driving)
             keypoints_done = clock.now()
