@@ -136,3 +136,23 @@ def test_unloadable_model_is_an_engine_error(tmp_path: Path) -> None:
     bad.write_bytes(b"not a model")
     with pytest.raises(EngineError, match=r"could not load bad\.onnx"):
         ore.create_session(ort, bad, [(ore.CPU_EP, {})], ore.session_options(ort))
+
+
+def test_batch_of_two_matches_torch(tiny_golden: Golden, shared_engine_cache: Path) -> None:
+    config = load_config(tiny_golden.config, resolution=64)
+    a = tiny_golden.arrays
+    avatars = np.concatenate([_nchw(a["source"]), _nchw(a["driving"][5])])
+    frames = np.concatenate([_nchw(a["driving"][1]), _nchw(a["driving"][2])])
+    outputs = []
+    for backend in ("torch", "onnxruntime"):
+        options = EngineOptions(
+            backend=backend, device="cpu", batch=2, cache_dir=shared_engine_cache
+        )
+        with create_engine(tiny_golden.checkpoint, config, options) as engine:
+            assert engine.io.batch == 2
+            engine.set_avatar(avatars)
+            outputs.append(engine.animate(frames).prediction)
+    assert outputs[0].shape == (2, 3, 64, 64)
+    assert np.abs(outputs[0] - outputs[1]).max() <= 1e-4
+    # Each batch item is its own avatar and frame.
+    assert np.abs(outputs[1][0] - outputs[1][1]).max() > 1e-2
