@@ -307,7 +307,7 @@ def create_onnxruntime_engine(
     for this device's providers, and start the engine."""
     from export.onnx_export import model_slug
 
-    from .cache import cpu_name, key_digest, onnx_artifacts, package_version
+    from .cache import CacheEntry, cpu_name, key_digest, onnx_artifacts, package_version
 
     ort = import_onnxruntime()
     onnx_paths, onnx_entry = onnx_artifacts(
@@ -358,23 +358,34 @@ def create_onnxruntime_engine(
     def build(folder: Path) -> None:
         for graph, path in onnx_paths.items():
             options = session_options(ort, folder / files[graph])
-            sessions[graph] = create_session(ort, path, providers, options)
+            session = create_session(ort, path, providers, options)
+            active = session.get_providers()
+            if gpu and not any(p in GPU_EPS for p in active):
+                # Do not cache a model optimized for the CPU under the GPU's key.
+                raise EngineError(
+                    f"ONNX Runtime could not start a GPU execution provider (active: {active}); "
+                    "install onnxruntime-gpu with matching CUDA/cuDNN libraries (pip install "
+                    "'avatarcam[gpu]') or use --device cpu"
+                )
+            sessions[graph] = session
+
+    def load(entry: CacheEntry) -> None:
+        for graph in onnx_paths:
+            if graph not in sessions:
+                sessions[graph] = create_session(
+                    ort, entry.file(files[graph]), providers, session_options(ort)
+                )
 
     label = (
         f"{model_slug(config)}-{io.resolution}px-b{io.batch}-{precision}-{'gpu' if gpu else 'cpu'}"
     )
-    entry = cache.get_or_build(
-        "onnxruntime", label, key, list(files.values()), build, "ONNX Runtime optimized model"
-    )
-    if not sessions:  # reused: load the optimized models
-        try:
-            for graph in onnx_paths:
-                sessions[graph] = create_session(
-                    ort, entry.file(files[graph]), providers, session_options(ort)
-                )
-        except EngineError as exc:
-            cache.discard(entry, str(exc), "ONNX Runtime optimized model")
-            entry = cache.get_or_build(
-                "onnxruntime", label, key, list(files.values()), build, "optimized model"
-            )
+    what = "ONNX Runtime optimized model"
+    entry = cache.get_or_build("onnxruntime", label, key, list(files.values()), build, what)
+    try:
+        load(entry)  # nothing to do when this call built the sessions
+    except EngineError as exc:
+        cache.discard(entry, str(exc), what)
+        sessions.clear()
+        entry = cache.get_or_build("onnxruntime", label, key, list(files.values()), build, what)
+        load(entry)
     return OnnxRuntimeEngine(sessions, io, precision, device)

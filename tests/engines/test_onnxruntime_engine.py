@@ -156,3 +156,38 @@ def test_batch_of_two_matches_torch(tiny_golden: Golden, shared_engine_cache: Pa
     assert np.abs(outputs[0] - outputs[1]).max() <= 1e-4
     # Each batch item is its own avatar and frame.
     assert np.abs(outputs[1][0] - outputs[1][1]).max() > 1e-2
+
+
+def test_unloadable_cached_model_is_rebuilt(
+    tiny_golden: Golden, shared_engine_cache: Path, tmp_path: Path
+) -> None:
+    """An optimized model whose checksum matches but that ONNX Runtime cannot load (e.g.
+    written by another onnxruntime build) is dropped with a warning and rebuilt."""
+    import hashlib
+    import json
+    import shutil
+
+    from engines.cache import MANIFEST, CacheWarning
+
+    cache_dir = tmp_path / "cache"
+    shutil.copytree(shared_engine_cache, cache_dir)  # reuse the exported ONNX files
+    config = load_config(tiny_golden.config, resolution=64)
+    options = EngineOptions(backend="onnxruntime", device="cpu", cache_dir=cache_dir)
+    create_engine(tiny_golden.checkpoint, config, options).close()
+    entries = (cache_dir / "onnxruntime").glob("tiny64-64px-b1-fp32-cpu-*")
+    (entry,) = [p for p in entries if p.is_dir()]
+    bad = entry / "frame.optimized.onnx"
+    bad.write_bytes(b"garbage")
+    manifest = json.loads((entry / MANIFEST).read_text())
+    manifest["files"][bad.name] = {"size": 7, "sha256": hashlib.sha256(b"garbage").hexdigest()}
+    (entry / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.warns(CacheWarning, match="could not be used"):
+        engine = create_engine(tiny_golden.checkpoint, config, options)
+    with engine:
+        engine.set_avatar(_nchw(tiny_golden.arrays["source"]))
+        frame = engine.animate(_nchw(tiny_golden.arrays["driving"][0])).prediction
+    assert (
+        np.abs(frame[0].transpose(1, 2, 0) - tiny_golden.arrays["kp_abs_prediction"][0]).max()
+        <= 1e-4
+    )
+    assert bad.stat().st_size > 1000
