@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
+import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -84,3 +85,29 @@ def versions() -> dict[str, str | None]:
         "numpy": numpy.__version__,
         "avatarcam": _dist_version("avatarcam"),
     }
+
+
+def load_1m() -> float | None:
+    """The 1-minute load average (None where the OS has none)."""
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+
+
+class LoadProbe:
+    """How contended the machine was while a row ran: the load average before and after, and
+    the CPU seconds this process got per wall-clock second (about the number of busy threads
+    when nothing else competes for the cores)."""
+
+    def __init__(self) -> None:
+        self._load = load_1m()
+        self._cpu = time.process_time()
+        self._wall = time.perf_counter()
+
+    def result(self) -> dict[str, float | None]:
+        wall = time.perf_counter() - self._wall
+        return {
+            "load_1m_start": self._load,
+            "load_1m_end": load_1m(),
+            "process_cpu_per_wall": round((time.process_time() - self._cpu) / wall, 2)
+            if wall > 0
+            else None,
+        }

@@ -26,6 +26,7 @@ HEADERS = (
     "mean abs err",
     "host peak MB",
     "GPU peak MB",
+    "load 1m",
 )
 
 
@@ -40,11 +41,15 @@ def _err(value: float | None) -> str:
 
 
 def _num(value: float | None, spec: str) -> str:
-    return (
-        "-"
-        if value is None or (isinstance(value, float) and math.isnan(value))
-        else (format(value, spec))
-    )
+    if value is None or math.isnan(value):
+        return "-"
+    return format(value, spec)
+
+
+def _load(contention: dict[str, Any] | None) -> str:
+    if not contention or contention.get("load_1m_start") is None:
+        return "-"
+    return f"{contention['load_1m_start']:.1f}/{contention['load_1m_end']:.1f}"
 
 
 def row_label(row: dict[str, Any]) -> str:
@@ -76,6 +81,7 @@ def table_cells(results: dict[str, Any]) -> list[list[str]]:
                 _err(row["error"]["mean_abs"]),
                 _num(memory.get("host_peak_rss_mb"), ".0f"),
                 _num(memory.get("device_peak_mb"), ".0f"),
+                _load(row.get("contention")),
             ]
         )
     return cells
@@ -169,7 +175,9 @@ def markdown_report(results: dict[str, Any]) -> str:
         "Latencies are per call (one batch of frames). "
         + " ".join(
             f"**{name}**: {results['definitions'][name]}." for name in ("fps", "speedup", "error")
-        ),
+        )
+        + " **load 1m**: the machine's load average before/after the row; well above the "
+        "process's own threads means other work shared the cores and skewed that row.",
         "",
         "Stages (kp = driving keypoints, gen = motion + generator):",
         "",
@@ -205,12 +213,14 @@ def read_json(path: Path) -> dict[str, Any]:
             "by `python -m benchmarks`."
         ) from None
     schema = data.get("schema") if isinstance(data, dict) else None
-    if not isinstance(schema, str) or schema.split("/")[0] != SCHEMA.split("/")[0]:
+    name, _, version = schema.partition("/") if isinstance(schema, str) else ("", "", "")
+    expected_name, _, expected_version = SCHEMA.partition("/")
+    if name != expected_name:
         raise BenchmarkError(
             f"{path} is not a benchmark results file (schema {schema!r}, expected {SCHEMA!r}). "
             "Pass a JSON file written by `python -m benchmarks`."
         )
-    if schema.split("/")[-1].split(".")[0] != SCHEMA.split("/")[-1].split(".")[0]:
+    if version.split(".")[0] != expected_version.split(".")[0]:
         raise BenchmarkError(
             f"{path} has results schema {schema}; this version reads {SCHEMA}. Re-run the "
             "benchmark with this version to compare."

@@ -32,7 +32,7 @@ from export.motion import relative_motion
 from . import baseline as baseline_module
 from . import stages as stages_module
 from .inputs import BenchInputs, load_inputs
-from .machine import machine_info, versions
+from .machine import LoadProbe, machine_info, versions
 from .memory import HostPeak, device_peak_mb, reset_device_peak
 from .report import one_line
 from .settings import SCHEMA, BenchConfig
@@ -55,6 +55,9 @@ DEFINITIONS = {
     "host_peak_rss_mb": "peak resident memory of the benchmark process while the row's calls "
     "ran (the engine already built)",
     "device_peak_mb": "torch.cuda.max_memory_allocated over the row's calls (torch rows only)",
+    "contention": "load_1m_start/end: the machine's 1-minute load average around the row's "
+    "calls; process_cpu_per_wall: CPU seconds this process got per second; a load well above "
+    "the process's own busy threads means other work shared the cores and skewed the timings",
 }
 
 
@@ -173,6 +176,7 @@ def make_row(
     setup_s: float | None,
     error: dict[str, Any],
     memory: dict[str, Any],
+    contention: dict[str, float | None],
 ) -> dict[str, Any]:
     """One results row (see DEFINITIONS for the meaning of each number)."""
     frame = summarize(frame_samples)
@@ -200,6 +204,7 @@ def make_row(
         "speedup": None,
         "error": error,
         "memory": memory,
+        "contention": contention,
     }
 
 
@@ -276,6 +281,7 @@ class Benchmark:
 
         self.host.reset()
         reset_device_peak(device)
+        probe = LoadProbe()
         samples = run_calls(
             cfg.warmup,
             cfg.iterations,
@@ -283,6 +289,7 @@ class Benchmark:
             runner.step,
             check,
         )
+        contention = probe.result()
         if collecting:
             error = {
                 "max_abs": 0.0,
@@ -307,6 +314,7 @@ class Benchmark:
             setup_s=setup_s,
             error=error,
             memory=self._memory(device, True),
+            contention=contention,
         )
 
     def _baseline(self, checkpoint: Path, config: ModelConfig, inputs: BenchInputs) -> None:
@@ -368,6 +376,7 @@ class Benchmark:
 
             self.host.reset()
             reset_device_peak(device)
+            probe = LoadProbe()
             samples = run_calls(
                 cfg.warmup,
                 cfg.iterations,
@@ -375,6 +384,7 @@ class Benchmark:
                 step,
                 lambda call, prediction: meter.add(indices(call), prediction),
             )
+            contention = probe.result()
             memory = self._memory(device, engine.backend == "torch")
             description = engine.describe()
             engine_backend = engine.backend
@@ -424,6 +434,7 @@ class Benchmark:
             setup_s=setup_s,
             error=meter.result(),
             memory=memory,
+            contention=contention,
         )
 
     def _variant(

@@ -59,6 +59,7 @@ ROW_KEYS = {
     "speedup",
     "error",
     "memory",
+    "contention",
 }
 
 
@@ -297,6 +298,17 @@ def test_user_errors(
 ) -> None:
     assert main([*args, "--out", str(tmp_path)]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_compare_refuses_other_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"rows": []}))
+    assert main(["--compare", str(other), str(other), "--out", str(tmp_path)]) == 2
+    assert "is not a benchmark results file" in capsys.readouterr().err
+    newer = tmp_path / "newer.json"
+    newer.write_text(json.dumps({"schema": SCHEMA.split("/")[0] + "/99"}))
+    assert main(["--compare", str(newer), str(newer), "--out", str(tmp_path)]) == 2
+    assert "Re-run the benchmark with this version" in capsys.readouterr().err
 
 
 def test_help(capsys: pytest.CaptureFixture[str]) -> None:
