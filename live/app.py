@@ -66,8 +66,7 @@ def run(options: RunOptions, on_frame=None, camera_factory=None) -> LiveLoop:
             )
         checkpoint = options.model.checkpoint or find_default_checkpoint()
         engine = stack.enter_context(create_engine(checkpoint, config, options.engine))
-        reason = getattr(engine, "selection_reason", None)
-        log.info("engine: %s%s", engine.describe(), f" ({reason})" if reason else "")
+        log.debug("engine details: %s", engine.describe())
 
         prepared = prepare_avatars(avatars, config.resolution, options.crop, options.framing)
         if options.crop:
