@@ -68,6 +68,10 @@ class Engine(ABC):
         self._state: dict[str, Any] = {}  # device handles of the frame graph's cached inputs
         self._closed = False
         self._avatar_set = False
+        # True inside run(): backends then use fresh buffers, so a one-off run never changes
+        # the avatar state and motion that the session API keeps on the device.
+        self._scratch = False
+        self.selection_reason = f"{self.backend} backend"  # why it runs; set by create_engine
 
     # --- what a backend implements -------------------------------------------------------
 
@@ -112,7 +116,17 @@ class Engine(ABC):
         return np.ascontiguousarray(array, dtype=spec.dtype)
 
     def run(self, graph: str, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run one graph on host arrays named as in the I/O spec; return its outputs by name."""
+        """Run one graph on host arrays named as in the I/O spec; return its outputs by name.
+
+        Independent of the session API: the avatar state and motion it keeps are untouched.
+        """
+        self._scratch = True
+        try:
+            return self._run_named(graph, feeds)
+        finally:
+            self._scratch = False
+
+    def _run_named(self, graph: str, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         self._check_open()
         spec = self.io.graph(graph)
         unknown = set(feeds) - set(spec.input_names)

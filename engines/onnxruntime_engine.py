@@ -190,7 +190,6 @@ class OnnxRuntimeEngine(Engine):
     def __init__(self, sessions: Mapping[str, Any], io: ModelIO, precision: str, device: str):
         super().__init__(io, precision, device)
         self._ort = import_onnxruntime()
-        self.selection_reason = "onnxruntime backend requested"  # set by create_engine
         self._sessions = dict(sessions)  # by graph name
         self.providers = list(self._sessions[io.frame.name].get_providers())  # active EPs
         on_gpu = device.startswith("cuda")
@@ -218,7 +217,6 @@ class OnnxRuntimeEngine(Engine):
             for name in graph.output_names:
                 binding.bind_ortvalue_output(name, self._values[name])
             self._bindings[graph.name] = binding
-        self._scratch = False  # True inside run(): fresh buffers, session state untouched
 
     def describe(self) -> str:
         return f"{self.backend} ({self.precision}, {self.device}, {', '.join(self.providers)})"
@@ -244,14 +242,6 @@ class OnnxRuntimeEngine(Engine):
         return OrtValue.ortvalue_from_shape_and_type(shape, np.float32, "cuda", self._device_id)
 
     # --- backend hooks -------------------------------------------------------------------------
-
-    def run(self, graph: str, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """See :meth:`Engine.run`; never changes the avatar state of the session API."""
-        self._scratch = True
-        try:
-            return super().run(graph, feeds)
-        finally:
-            self._scratch = False
 
     def _to_device(self, name: str, array: np.ndarray) -> Any:
         OrtValue = self._ort.OrtValue

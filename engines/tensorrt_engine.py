@@ -68,7 +68,6 @@ class TensorRTEngine(Engine):
         torch = require_cuda(device)
         trt = import_tensorrt()
         super().__init__(io, precision, device)
-        self.selection_reason = "tensorrt backend requested"  # set by create_engine
         self.cuda_graph = cuda_graph  # capture the frame enqueue in a CUDA graph
         self._torch = torch
         self._trt = trt
@@ -77,7 +76,6 @@ class TensorRTEngine(Engine):
         self._runtime = trt.Runtime(self._logger)
         self._engines: dict[str, Any] = {}
         self._contexts: dict[str, Any] = {}
-        self._scratch = False  # True inside run(): temporary buffers, session state untouched
         self._graph: Any = None  # the captured CUDA graph of the frame enqueue
         with torch.cuda.device(self._dev):
             self._stream = torch.cuda.Stream(device=self._dev)
@@ -156,14 +154,6 @@ class TensorRTEngine(Engine):
                 raise EngineError(f"TensorRT refused the address of tensor '{name}'")
 
     # --- backend hooks -------------------------------------------------------------------------
-
-    def run(self, graph: str, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """See :meth:`Engine.run`; never changes the avatar state of the session API."""
-        self._scratch = True
-        try:
-            return super().run(graph, feeds)
-        finally:
-            self._scratch = False
 
     def _to_device(self, name: str, array: np.ndarray) -> Any:
         torch = self._torch

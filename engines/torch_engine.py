@@ -91,7 +91,6 @@ class TorchEngine(Engine):
             )
         io = io or model_io(model.config)
         super().__init__(io, precision, device)
-        self.selection_reason = "torch backend requested"  # set by create_engine
         self.cuda_graph = cuda_graph and on_cuda  # capture the frame call in a CUDA graph
         if cuda_graph and not on_cuda:
             log.info("cuda_graph ignored: the torch engine runs on the CPU")
@@ -104,7 +103,6 @@ class TorchEngine(Engine):
             io.avatar.name: AvatarGraph(self._model, io),
             io.frame.name: FrameGraph(self._model, io),
         }
-        self._scratch = False  # True inside run(): fresh tensors, the session state untouched
         # CUDA graph state: static inputs/outputs of the frame call and the captured graph.
         self._static: dict[str, torch.Tensor] = {}
         self._static_out: tuple[torch.Tensor, ...] = ()
@@ -116,14 +114,6 @@ class TorchEngine(Engine):
             }
 
     # --- backend hooks -------------------------------------------------------------------------
-
-    def run(self, graph: str, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """See :meth:`Engine.run`; never changes the avatar state of the session API."""
-        self._scratch = True
-        try:
-            return super().run(graph, feeds)
-        finally:
-            self._scratch = False
 
     def _to_device(self, name: str, array: np.ndarray) -> torch.Tensor:
         tensor = torch.from_numpy(array)
