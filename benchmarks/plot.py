@@ -36,7 +36,7 @@ def write_plot(results: dict[str, Any], path: Path) -> None:
     labels = [row_label(r) for r in single]
 
     figure, (dist, stages, throughput) = plt.subplots(
-        3, 1, figsize=(10, 4 + 1.6 * len(single)), constrained_layout=True
+        3, 1, figsize=(10, 5 + 1.6 * len(single)), constrained_layout=True
     )
     settings = results["settings"]
     figure.suptitle(
@@ -93,7 +93,7 @@ def write_plot(results: dict[str, Any], path: Path) -> None:
     stages.invert_yaxis()
     stages.set_xlabel(f"mean ms per call (batch {smallest})")
     stages.set_title("Per-stage breakdown (stages: torch modules only)", fontsize=9)
-    stages.legend(fontsize=8, loc="lower right")
+    stages.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3)
     stages.grid(axis="x", alpha=0.3)
 
     # 3. Frames per second at every batch size.
@@ -115,7 +115,7 @@ def write_plot(results: dict[str, Any], path: Path) -> None:
     throughput.invert_yaxis()
     throughput.set_xlabel("frames per second (1000 * batch / p50)")
     throughput.set_title("Throughput by batch size", fontsize=9)
-    throughput.legend(fontsize=8, loc="lower right")
+    throughput.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=6)
     throughput.grid(axis="x", alpha=0.3)
 
     figure.savefig(path, dpi=90)
