@@ -102,7 +102,8 @@ def full_run(
     """
     golden = load_golden("tiny64")
     out = tmp_path_factory.mktemp("bench")
-    cache = pytestconfig.cache.mkdir("benchmarks-engine-cache") if pytestconfig.cache else None
+    pytest_cache = getattr(pytestconfig, "cache", None)  # absent with -p no:cacheprovider
+    cache = pytest_cache.mkdir("benchmarks-engine-cache") if pytest_cache else None
     args = _args(
         golden,
         out,
