@@ -179,6 +179,15 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument(
         "--cache-dir", type=Path, help="engine artifact cache (default: the engines' own)"
     )
+    what.add_argument(
+        "--pipeline",
+        nargs="?",
+        const="sample",
+        metavar="VIDEO",
+        help="also run the end-to-end live loop (decode, face detection, crop, engine, "
+        "compose, null virtual camera) on VIDEO played at its frame rate (default: the shared "
+        "talking-head clip), once per backend at the first precision",
+    )
     output = parser.add_argument_group("output")
     output.add_argument(
         "--out",
@@ -236,7 +245,22 @@ def config_from_args(args: argparse.Namespace, argv: Sequence[str]) -> BenchConf
         name=name,
         plot=not args.no_plot,
         command="python -m benchmarks" + (" " + shlex.join(argv) if argv else ""),
+        pipeline=_pipeline_video(args.pipeline),
     )
+
+
+def _pipeline_video(value: str | None) -> Path | None:
+    if value is None:
+        return None
+    from .inputs import SAMPLE_DRIVING, shared_dir
+
+    path = shared_dir() / SAMPLE_DRIVING if value == "sample" else Path(value)
+    if not path.exists():
+        raise BenchmarkError(
+            f"--pipeline {path}: no such video. Pass a video file, GIF or folder of frames, "
+            "or put the shared test media beside the checkout."
+        )
+    return path
 
 
 def _compare_only(old_path: Path, new_path: Path, out_dir: Path) -> int:

@@ -9,7 +9,7 @@ achieved FPS, the frames it had to drop, and the added latency (frame captured -
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ class PipelineConfig:
     precision: str  # fp32 or fp16
     device: str  # cpu, cuda or auto
     crop: bool = True  # face framing on (as live)
+    cache_dir: Path | None = None  # engine artifact cache; None: the engines' default
 
 
 def _percentiles(values: list[float]) -> dict[str, float]:
@@ -76,6 +77,7 @@ def measure_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     if not cfg.crop:
         args.append("--no-crop")
     options = options_from_args(build_parser().parse_args(args))
+    options = replace(options, engine=replace(options.engine, cache_dir=cfg.cache_dir))
     stages: dict[str, list[float]] = {}
     sent: list[float] = []
     cameras: list[NullCamera] = []

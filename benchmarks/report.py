@@ -189,8 +189,15 @@ def markdown_report(results: dict[str, Any]) -> str:
     skipped = skipped_lines(results)
     if skipped:
         lines += ["", "## Not measured", ""] + [f"- {line}" for line in skipped]
-    if results.get("pipeline") is not None:
-        lines += ["", "## Live pipeline", "", "See the JSON file's `pipeline` section."]
+    if results.get("pipeline"):
+        from .pipeline import pipeline_markdown
+
+        lines += ["", "## Live pipeline", ""]
+        for entry in results["pipeline"]:
+            if "skipped" in entry:
+                lines += [f"{entry['backend']}: not measured ({entry['skipped']})", ""]
+            else:
+                lines += [*pipeline_markdown(entry), ""]
     return "\n".join(lines) + "\n"
 
 

@@ -31,7 +31,7 @@ from export.motion import relative_motion
 
 from . import baseline as baseline_module
 from . import stages as stages_module
-from .inputs import BenchInputs, load_inputs
+from .inputs import SAMPLE_SOURCE, BenchInputs, load_inputs, shared_dir
 from .machine import LoadProbe, machine_info, versions
 from .memory import HostPeak, device_peak_mb, reset_device_peak
 from .report import one_line
@@ -478,6 +478,31 @@ class Benchmark:
             f"{error['max_abs']:.2e}"
         )
 
+    def _pipeline(self, checkpoint: Path, config: ModelConfig) -> list[dict[str, Any]]:
+        from .pipeline import PipelineConfig, measure_pipeline
+
+        cfg = self.cfg
+        results = []
+        for backend in cfg.backends:
+            self.log(f"pipeline: {backend} {cfg.precisions[0]} on {cfg.pipeline}")
+            run = PipelineConfig(
+                video=cfg.pipeline,
+                avatar=cfg.source or shared_dir() / SAMPLE_SOURCE,
+                checkpoint=checkpoint,
+                config=cfg.config,
+                resolution=config.resolution,
+                backend=backend,
+                precision=cfg.precisions[0],
+                device=cfg.devices[0],
+                cache_dir=self.cache_dir,
+            )
+            try:
+                results.append(measure_pipeline(run))
+            except UserError as exc:
+                self.log(f"  pipeline {backend}: not measured ({exc})")
+                results.append({"backend": backend, "skipped": str(exc).splitlines()[0]})
+        return results
+
     # --- the run -------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
@@ -510,6 +535,7 @@ class Benchmark:
                 for precision in cfg.precisions:
                     for device in cfg.devices:
                         self._variant(checkpoint, config, inputs, (backend, precision, device))
+            pipeline = self._pipeline(checkpoint, config) if cfg.pipeline else None
         for row in self.rows:
             base = next(
                 (r for r in self.rows if r["baseline"] and r["batch"] == row["batch"]), None
@@ -556,7 +582,7 @@ class Benchmark:
             "definitions": DEFINITIONS,
             "rows": self.rows,
             "skipped": self.skipped,
-            # Reserved for the end-to-end live-loop benchmark (capture, face crop, animate,
-            # virtual camera), which will add its own rows here.
-            "pipeline": None,
+            # The end-to-end live loop (decode, face crop, animate, null virtual camera), one
+            # entry per backend; None without --pipeline.
+            "pipeline": pipeline,
         }

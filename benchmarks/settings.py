@@ -37,3 +37,4 @@ class BenchConfig:
     name: str  # file stem of this run's outputs in out_dir
     plot: bool  # write the PNG plot (needs matplotlib, the `bench` extra)
     command: str  # the command line as typed, recorded in the results
+    pipeline: Path | None = None  # video for the end-to-end live-loop benchmark; None: skip it
