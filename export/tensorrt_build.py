@@ -17,9 +17,7 @@ while building: TensorRT's :class:`IProgressMonitor` phases where available, els
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import MissingDependencyError, UserError
+from .files import atomic_write_bytes
 
 DEFAULT_WORKSPACE = 4 << 30  # bytes of scratch memory tactics may use while building
 
@@ -59,20 +58,6 @@ class BuildSettings:
     workspace: int = DEFAULT_WORKSPACE  # bytes of the workspace memory pool
     optimization_level: int = 3  # builder optimization level, 0 (fast build) to 5
     format: int = 1  # bump when the build recipe changes
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _stderr(line: str) -> None:
@@ -209,8 +194,10 @@ def build_engine(
             "the TensorRT messages above). Common causes: not enough GPU memory for the "
             "workspace, or an unsupported GPU."
         )
-    _write_atomic(engine_path, bytes(memoryview(serialized)))
+    atomic_write_bytes(engine_path, bytes(memoryview(serialized)))
     if timing_cache is not None:
-        _write_atomic(Path(timing_cache), bytes(memoryview(config.get_timing_cache().serialize())))
+        atomic_write_bytes(
+            Path(timing_cache), bytes(memoryview(config.get_timing_cache().serialize()))
+        )
     report(f"tensorrt: built {engine_path.name} in {time.monotonic() - start:.0f} s")
     return engine_path

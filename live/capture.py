@@ -149,7 +149,38 @@ def _open_capture(camera: int | str, api_preference: int) -> cv2.VideoCapture:
         return cv2.VideoCapture(camera, api_preference)
 
 
-class CameraSource(FrameSource):
+class _OpenCVSource(FrameSource):
+    """A source read through cv2.VideoCapture into one reused BGR buffer; the first frame is
+    read while opening (to fail early) and handed out first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._capture: cv2.VideoCapture | None = None
+        self._bgr: np.ndarray | None = None  # reused by every read
+        self._pending: np.ndarray | None = None  # first frame, read while opening
+
+    def _grab(self) -> np.ndarray | None:
+        if self._pending is not None:
+            image, self._pending = self._pending, None
+            return image
+        if self._capture is None:
+            return None
+        ok, bgr = self._capture.read(self._bgr)
+        if not ok or bgr is None:
+            return None
+        if bgr is not self._bgr:
+            self._bgr = bgr
+            self._size = (int(bgr.shape[1]), int(bgr.shape[0]))
+        return _to_rgb(bgr, bgr=True)
+
+    def _release(self) -> None:
+        if self._capture is not None:
+            self._capture.release()
+            self._capture = None
+        self._pending = None
+
+
+class CameraSource(_OpenCVSource):
     """A webcam opened with OpenCV; reports the resolution and FPS it actually delivers."""
 
     is_live = True
@@ -169,9 +200,6 @@ class CameraSource(FrameSource):
         if api_preference is None:
             api_preference = cv2.CAP_V4L2 if isinstance(camera, str) else cv2.CAP_ANY
         self._api = api_preference
-        self._capture: cv2.VideoCapture | None = None
-        self._bgr: np.ndarray | None = None  # reused by every read
-        self._pending: np.ndarray | None = None  # first frame, read while opening
         self._open()
 
     @property
@@ -219,26 +247,6 @@ class CameraSource(FrameSource):
         self._size = (int(bgr.shape[1]), int(bgr.shape[0]))
         reported = float(capture.get(cv2.CAP_PROP_FPS))
         self._fps = reported if math.isfinite(reported) and reported > 0 else None
-
-    def _grab(self) -> np.ndarray | None:
-        if self._pending is not None:
-            image, self._pending = self._pending, None
-            return image
-        if self._capture is None:
-            return None
-        ok, bgr = self._capture.read(self._bgr)
-        if not ok or bgr is None:
-            return None
-        if bgr is not self._bgr:
-            self._bgr = bgr
-            self._size = (int(bgr.shape[1]), int(bgr.shape[0]))
-        return _to_rgb(bgr, bgr=True)
-
-    def _release(self) -> None:
-        if self._capture is not None:
-            self._capture.release()
-            self._capture = None
-        self._pending = None
 
     def reopen(self) -> None:
         self._release()
@@ -365,7 +373,7 @@ class GifSource(FrameSource):
         self._image.close()
 
 
-class VideoFileSource(FrameSource):
+class VideoFileSource(_OpenCVSource):
     """A video file decoded by OpenCV (FFmpeg)."""
 
     def __init__(self, path: Path) -> None:
@@ -389,9 +397,9 @@ class VideoFileSource(FrameSource):
                 "Expected a video with at least one frame; re-export or re-encode it "
                 "(ffmpeg -i INPUT -c:v libx264 output.mp4)."
             )
-        self._capture: cv2.VideoCapture | None = capture
+        self._capture = capture
         self._bgr = bgr
-        self._pending: np.ndarray | None = _to_rgb(bgr, bgr=True)
+        self._pending = _to_rgb(bgr, bgr=True)
         self._size = (int(bgr.shape[1]), int(bgr.shape[0]))
         fps = float(capture.get(cv2.CAP_PROP_FPS))
         self._fps = fps if math.isfinite(fps) and fps > 0 else None
@@ -401,24 +409,6 @@ class VideoFileSource(FrameSource):
     @property
     def name(self) -> str:
         return str(self._path)
-
-    def _grab(self) -> np.ndarray | None:
-        if self._pending is not None:
-            image, self._pending = self._pending, None
-            return image
-        if self._capture is None:
-            return None
-        ok, bgr = self._capture.read(self._bgr)
-        if not ok or bgr is None:
-            return None
-        self._bgr = bgr
-        return _to_rgb(bgr, bgr=True)
-
-    def _release(self) -> None:
-        if self._capture is not None:
-            self._capture.release()
-            self._capture = None
-        self._pending = None
 
 
 def open_source(

@@ -18,7 +18,6 @@ from engines.cache import (
     ArtifactCache,
     CacheWarning,
     FileLock,
-    atomic_write_bytes,
     default_cache_dir,
     onnx_artifacts,
 )
@@ -184,14 +183,6 @@ def test_lock_excludes_a_second_holder(tmp_path: Path) -> None:
     assert errors and "building x" in errors[0] and str(path) in errors[0]
     with FileLock(path, timeout=0.3):  # released
         pass
-
-
-def test_atomic_write_replaces_whole_files(tmp_path: Path) -> None:
-    target = tmp_path / "sub" / "file.bin"
-    atomic_write_bytes(target, b"one")
-    atomic_write_bytes(target, b"two")
-    assert target.read_bytes() == b"two"
-    assert [p.name for p in target.parent.iterdir()] == ["file.bin"]
 
 
 def test_default_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
