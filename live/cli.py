@@ -242,7 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=True,
         help="scale motion by the avatar/reference face size ratio (default)",
     )
-    scale.add_argument("--no-adapt-scale", dest="adapt_scale", action="store_false")
+    scale.add_argument(
+        "--no-adapt-scale",
+        dest="adapt_scale",
+        action="store_false",
+        help="apply the driving motion unscaled",
+    )
     motion.add_argument(
         "--best-frame",
         action="store_true",
