@@ -108,10 +108,6 @@ class Animator:
             transfer = absolute_motion(engine.io.num_kp, engine.io.jacobian, engine.io.batch)
         engine.set_motion(transfer)
 
-    def keypoints(self, crop: np.ndarray) -> KeypointArrays:
-        """Driving keypoints of a crop (runs the frame graph; for calibration only)."""
-        return self.engine.animate(image_to_input(crop, self._input)).driving
-
     def animate(self, crop: np.ndarray, out: np.ndarray | None = None) -> AnimatedFrame:
         """Animate the avatar with one driving crop (R x R x 3 uint8).
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import replace
 
@@ -22,7 +23,7 @@ from .outputs import open_output
 from .pipeline import FaceCropper, ResizeCropper, prepare_avatars
 from .preview import PreviewWindow, display_available
 from .progress import Progress
-from .virtualcam import VirtualCamera
+from .virtualcam import CameraFactory, VirtualCamera
 
 log = logging.getLogger("avatarcam")
 
@@ -30,7 +31,11 @@ log = logging.getLogger("avatarcam")
 PROGRESS_MIN_FRAMES = 10
 
 
-def run(options: RunOptions, on_frame=None, camera_factory=None) -> LiveLoop:
+def run(
+    options: RunOptions,
+    on_frame: Callable[[FrameRecord, LiveLoop], None] | None = None,
+    camera_factory: CameraFactory | None = None,
+) -> LiveLoop:
     """Run the whole pipeline until the input ends or the user quits; returns the loop.
 
     ``on_frame(record, loop)`` is called after each frame; ``camera_factory`` replaces

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from .avatars import AvatarImage
-from .face import FaceDetector
+from .face import FaceBox, FaceDetector
 from .framing import CropBox, FaceTracker, FramingConfig, crop_square, frame_avatar
 
 log = logging.getLogger("avatarcam")
@@ -83,15 +83,12 @@ class FaceCropper:
         self.detector = detector  # video-mode face detector, owned by the caller
         self.tracker = FaceTracker(framing)  # smoothing and hold/lost logic
         self._ring = _Ring((resolution, resolution, 3))
-        self._face = None
+        self._face: FaceBox | None = None
 
     @property
-    def last_face(self):
+    def last_face(self) -> FaceBox | None:
         """The face box found in the last frame (None when none was found)."""
         return self._face
-
-    def reset(self) -> None:
-        self.tracker.reset()
 
     def __call__(self, frame: np.ndarray, timestamp: float) -> Crop:
         height, width = frame.shape[:2]
