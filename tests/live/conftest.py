@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -35,3 +38,25 @@ def xvfb_display() -> Iterator[str]:
         os.close(read_end)
         server.terminate()
         server.wait(10)
+
+
+def run_on_display(script: str, display: str, *args: str, timeout: float = 300) -> dict[str, Any]:
+    """Run a Python ``script`` on an X ``display`` in a child process (OpenCV's Qt backend
+    aborts a process whose X server goes away) and return the JSON it printed after
+    ``REPORT ``."""
+    from tests.conftest import ROOT
+
+    env = {**os.environ, "DISPLAY": display}
+    env.pop("WAYLAND_DISPLAY", None)
+    result = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = next(line for line in result.stdout.splitlines() if line.startswith("REPORT "))
+    return json.loads(line.removeprefix("REPORT "))

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -18,7 +15,8 @@ from live.app import run
 from live.cli import build_parser, main, options_from_args
 from live.controls import Action
 from live.loop import FrameRecord, LiveLoop
-from tests.conftest import ROOT, Golden, shared_path
+from tests.conftest import Golden, shared_path
+from tests.live.conftest import run_on_display
 
 
 def _options(golden: Golden, avatar: Path | str, driving: Path | str, *extra: str):
@@ -361,20 +359,7 @@ def test_preview_window_under_xvfb(tiny_golden: Golden, tmp_path: Path, xvfb_dis
         "--config", str(tiny_golden.config), "--resolution", "64", "--backend", "torch",
     ]  # fmt: skip
     shot = tmp_path / "preview.png"
-    env = {**os.environ, "DISPLAY": xvfb_display}
-    env.pop("WAYLAND_DISPLAY", None)
-    result = subprocess.run(
-        [sys.executable, "-c", PREVIEW_SCRIPT, json.dumps(args), str(shot)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    line = next(line for line in result.stdout.splitlines() if line.startswith("REPORT "))
-    report = json.loads(line.removeprefix("REPORT "))
+    report = run_on_display(PREVIEW_SCRIPT, xvfb_display, json.dumps(args), str(shot))
     assert report["preview"] and report["frames"] == 12
     assert report["visible"] >= 1
     assert report["canvas"][0] == 360 and report["std"] > 5

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from live.preview import (
     compose_preview,
     display_available,
 )
+from tests.live.conftest import run_on_display
 
 ROOT = Path(__file__).resolve().parents[2]
 GRAY = (90, 90, 90)
@@ -198,18 +198,7 @@ def test_window_opens_shows_and_closes_under_xvfb(xvfb_display: str) -> None:
         check=False,
     )
     assert probe.stdout.strip() == "True", probe.stderr
-    result = subprocess.run(
-        [sys.executable, "-c", WINDOW_SCRIPT],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    line = next(line for line in result.stdout.splitlines() if line.startswith("REPORT "))
-    report = json.loads(line.removeprefix("REPORT "))
+    report = run_on_display(WINDOW_SCRIPT, xvfb_display, timeout=120)
     assert report["closed_before"] is False
     assert report["keys"] == [None] * 5
     assert report["visible"] >= 1
