@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -77,6 +81,25 @@ def _check_model(path: Path) -> None:
         )
 
 
+@contextlib.contextmanager
+def _native_logs_silenced() -> Iterator[None]:
+    """Hide the INFO lines MediaPipe's native runtime (LiteRT) writes straight to file
+    descriptor 2 when a task starts and stops; Python exceptions still carry any error."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real stderr (e.g. captured by a test runner)
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 class FaceDetector(Closing):
     """Finds the main face in RGB images.
 
@@ -128,7 +151,8 @@ class FaceDetector(Closing):
             min_detection_confidence=self._min_confidence,
         )
         try:
-            self._detector: Any = MpFaceDetector.create_from_options(options)
+            with _native_logs_silenced():
+                self._detector: Any = MpFaceDetector.create_from_options(options)
         except (ValueError, RuntimeError, OSError) as exc:
             raise FaceModelError(
                 f"Cannot load the face detection model {self._model_path}: {exc}.\n"
@@ -198,5 +222,6 @@ class FaceDetector(Closing):
     def close(self) -> None:
         """Release the MediaPipe task; safe to call more than once."""
         if self._detector is not None:
-            self._detector.close()
+            with _native_logs_silenced():
+                self._detector.close()
             self._detector = None
