@@ -256,6 +256,21 @@ class Benchmark:
 
         return indices
 
+    def _timed(
+        self,
+        device: str,
+        prepare: Callable[[int], Any],
+        step: Callable[[Any], Step],
+        check: Callable[[int, np.ndarray], None],
+    ) -> tuple[dict[str, list[float]], dict[str, Any]]:
+        """The measurement protocol every row shares: fresh memory peaks and load probe,
+        then warm-up and timed calls. Returns (samples by stage, contention)."""
+        self.host.reset()
+        reset_device_peak(device)
+        probe = LoadProbe()
+        samples = run_calls(self.cfg.warmup, self.cfg.iterations, prepare, step, check)
+        return samples, probe.result()
+
     # --- baseline --------------------------------------------------------------------------
 
     def _baseline_row(
@@ -279,17 +294,12 @@ class Benchmark:
             else:
                 meter.add(indices(call), prediction)
 
-        self.host.reset()
-        reset_device_peak(device)
-        probe = LoadProbe()
-        samples = run_calls(
-            cfg.warmup,
-            cfg.iterations,
+        samples, contention = self._timed(
+            device,
             lambda call: runner.prepare(inputs.driving[indices(call)]),
             runner.step,
             check,
         )
-        contention = probe.result()
         if collecting:
             error = {
                 "max_abs": 0.0,
@@ -374,17 +384,12 @@ class Benchmark:
                 end = clock.now()
                 return Step(result.prediction, {"frame": end - begin})
 
-            self.host.reset()
-            reset_device_peak(device)
-            probe = LoadProbe()
-            samples = run_calls(
-                cfg.warmup,
-                cfg.iterations,
+            samples, contention = self._timed(
+                device,
                 lambda call: np.ascontiguousarray(inputs.driving[indices(call)]),
                 step,
                 lambda call, prediction: meter.add(indices(call), prediction),
             )
-            contention = probe.result()
             memory = self._memory(device, engine.backend == "torch")
             description = engine.describe()
             engine_backend = engine.backend
