@@ -56,6 +56,11 @@ def find_default_checkpoint() -> Path:
     )
 
 
+# torch.save's legacy (non-zip) format starts with this pickled magic number (an 80-bit
+# LONG1 opcode), whatever the pickle protocol; the official FOMM checkpoints use that format.
+_LEGACY_MAGIC = b"\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
+
+
 def _sniff(path: Path) -> None:
     """Reject files that are plainly not checkpoints before unpickling anything."""
     with path.open("rb") as f:
@@ -73,7 +78,7 @@ def _sniff(path: Path) -> None:
             "Download the file itself again and check its size.\n" + where_to_get()
         )
     is_zip = head.startswith(b"PK\x03\x04")
-    is_legacy_pickle = head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")
+    is_legacy_pickle = _LEGACY_MAGIC in head[:32] and head[:1] == b"\x80"
     if not (is_zip or is_legacy_pickle):
         raise CheckpointError(
             f"{path} is not a PyTorch checkpoint (it starts with bytes {head[:8]!r}; expected a "

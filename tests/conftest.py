@@ -18,6 +18,15 @@ SHARED = Path(os.environ.get("AVATARCAM_SHARED", ROOT.parent / "shared"))
 GOLDEN_NAMES = ("tiny64", "vox-small256")
 
 
+@pytest.fixture(autouse=True)
+def _seeded() -> None:
+    """Seed torch and NumPy before every test: random weights and inputs are the same each run."""
+    import torch
+
+    torch.manual_seed(0)
+    np.random.seed(0)
+
+
 def shared_path(*parts: str) -> Path:
     """Path of a file under ../shared; skip (fail under CI=true) when it is missing."""
     path = SHARED.joinpath(*parts)

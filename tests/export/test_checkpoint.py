@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import random
 from pathlib import Path
 
 import pytest
@@ -67,12 +68,14 @@ def test_missing_checkpoint_says_where_to_get_one(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        (os.urandom(4096), "not a PyTorch checkpoint"),
+        (random.Random(0).randbytes(4096), "not a PyTorch checkpoint"),
+        # Random bytes that happen to open like a pickle must not reach the unpickler either.
+        (b"\x80\x04" + random.Random(1).randbytes(4094), "not a PyTorch checkpoint"),
         (b"<!DOCTYPE html><html><head><title>Google Drive</title>", "web page"),
         (b"", "empty"),
-        (b"PK\x03\x04" + os.urandom(2000), "could not be read"),
+        (b"PK\x03\x04" + random.Random(2).randbytes(2000), "could not be read"),
     ],
-    ids=["random-bytes", "html", "empty", "truncated-zip"],
+    ids=["random-bytes", "pickle-like-bytes", "html", "empty", "truncated-zip"],
 )
 def test_files_that_are_not_checkpoints(tmp_path: Path, content: bytes, message: str) -> None:
     path = tmp_path / "vox-cpk.pth.tar"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -145,7 +146,7 @@ def test_missing_checkpoint(tiny_files, tmp_path: Path, capsys) -> None:
 @pytest.mark.parametrize(
     ("content", "phrase"),
     [
-        (os.urandom(10_000), "not a PyTorch checkpoint"),
+        (random.Random(0).randbytes(10_000), "not a PyTorch checkpoint"),
         (b"<!DOCTYPE html>\n<html><body>Virus scan warning</body></html>", "web page"),
     ],
     ids=["random-bytes", "html-page"],
@@ -205,7 +206,7 @@ def test_empty_driving_folder(tiny_files, tmp_path: Path, capsys) -> None:
 def test_unreadable_driving_video(tiny_files, tmp_path: Path, capsys) -> None:
     golden, avatar, _ = tiny_files
     video = tmp_path / "clip.mp4"
-    video.write_bytes(os.urandom(5000))
+    video.write_bytes(random.Random(1).randbytes(5000))
     _fails(_args(golden, avatar, video, tmp_path / "o"), capsys, "clip.mp4")
 
 
