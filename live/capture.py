@@ -18,7 +18,6 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Literal
 
 import cv2
@@ -553,7 +552,7 @@ class RetryPolicy:
         return min(self.max_delay, self.initial_delay * self.factor ** max(attempt - 1, 0))
 
 
-class LatestFrameGrabber:
+class LatestFrameGrabber(Closing):
     """Reads a :class:`FrameSource` on a daemon thread and hands frames to one consumer.
 
     Modes: ``"latest"`` keeps only the newest frame (stale ones are dropped and counted);
@@ -700,18 +699,13 @@ class LatestFrameGrabber:
         with self._cond:
             self._slot = None
 
+    def close(self) -> None:
+        self.stop()
+
     def __enter__(self) -> LatestFrameGrabber:
         if self._thread is None:
             self.start()
         return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _publish(self, frame: Frame) -> None:
         with self._cond:

@@ -26,16 +26,23 @@ def _read_png(path: Path) -> np.ndarray:
     return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
 
 
+def _golden_pngs(
+    golden: Golden, folder: Path, frames: int | None = None
+) -> tuple[Golden, Path, Path]:
+    """The golden's source and its first ``frames`` driving frames (all by default) as PNGs."""
+    avatar = folder / "avatar.png"
+    _write_png(avatar, golden.arrays["source"])
+    driving = folder / "driving"
+    driving.mkdir()
+    for i, frame in enumerate(golden.arrays["driving"][:frames]):
+        _write_png(driving / f"frame{i:03d}.png", frame)
+    return golden, avatar, driving
+
+
 @pytest.fixture
 def golden_files(golden: Golden, tmp_path: Path) -> tuple[Golden, Path, Path]:
     """The golden's source and driving frames written as PNGs."""
-    avatar = tmp_path / "avatar.png"
-    _write_png(avatar, golden.arrays["source"])
-    driving = tmp_path / "driving"
-    driving.mkdir()
-    for i, frame in enumerate(golden.arrays["driving"]):
-        _write_png(driving / f"frame{i:03d}.png", frame)
-    return golden, avatar, driving
+    return _golden_pngs(golden, tmp_path)
 
 
 def _args(golden: Golden, avatar: Path, driving: Path | str, output: Path, *extra: str) -> list:
@@ -113,13 +120,8 @@ def test_no_adapt_scale_changes_the_result(golden_files, tmp_path: Path) -> None
 
 @pytest.fixture
 def tiny_files(tiny_golden: Golden, tmp_path: Path) -> tuple[Golden, Path, Path]:
-    avatar = tmp_path / "avatar.png"
-    _write_png(avatar, tiny_golden.arrays["source"])
-    driving = tmp_path / "driving"
-    driving.mkdir()
-    for i, frame in enumerate(tiny_golden.arrays["driving"][:2]):
-        _write_png(driving / f"{i}.png", frame)
-    return tiny_golden, avatar, driving
+    """Two driving frames of the tiny golden: enough to reach every input check."""
+    return _golden_pngs(tiny_golden, tmp_path, frames=2)
 
 
 def _fails(args: list, capsys, *phrases: str, code: int = 2) -> str:
