@@ -9,7 +9,7 @@ achieved FPS, the frames it had to drop, and the added latency (frame captured -
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,21 +63,25 @@ def _percentiles(values: list[float]) -> dict[str, float]:
 
 def measure_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     """Run the live loop once over ``cfg.video`` and summarise what each frame cost."""
+    from engines.options import EngineOptions
     from live.app import run
-    from live.cli import build_parser, options_from_args
+    from live.options import CaptureOptions, ModelOptions, OutputOptions, RunOptions
 
-    args = [
-        "--avatar", str(cfg.avatar), "--input", str(cfg.video), "--realtime",
-        "--virtual-cam", "--no-preview", "--checkpoint", str(cfg.checkpoint),
-        "--config", cfg.config, "--backend", cfg.backend, "--precision", cfg.precision,
-        "--device", cfg.device,
-    ]  # fmt: skip
-    if cfg.resolution:
-        args += ["--resolution", str(cfg.resolution)]
-    if not cfg.crop:
-        args.append("--no-crop")
-    options = options_from_args(build_parser().parse_args(args))
-    options = replace(options, engine=replace(options.engine, cache_dir=cfg.cache_dir))
+    options = RunOptions(
+        avatar=Path(cfg.avatar),
+        capture=CaptureOptions(input=str(cfg.video), realtime=True),
+        output=OutputOptions(virtual_camera=True, preview=False),
+        crop=cfg.crop,
+        model=ModelOptions(
+            checkpoint=Path(cfg.checkpoint), config=cfg.config, resolution=cfg.resolution or None
+        ),
+        engine=EngineOptions(
+            backend=cfg.backend,
+            precision=cfg.precision,
+            device=cfg.device,
+            cache_dir=cfg.cache_dir,
+        ),
+    )
     stages: dict[str, list[float]] = {}
     sent: list[float] = []
     cameras: list[NullCamera] = []

@@ -1,11 +1,10 @@
-"""Sets up a run from :class:`~live.cli.RunOptions`: input, avatars, engine, outputs, loop."""
+"""Sets up a run from :class:`~live.options.RunOptions`: input, avatars, engine, outputs, loop."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import replace
 
 from engines import create_engine
 from export.checkpoint import find_default_checkpoint
@@ -14,11 +13,11 @@ from export.config import load_config
 from .animator import Animator
 from .avatars import load_avatar_images
 from .capture import LatestFrameGrabber, open_source
-from .cli import RunOptions
 from .controls import controls_help
 from .errors import InputError
 from .face import FaceDetector
 from .loop import FrameRecord, LiveLoop
+from .options import RunOptions
 from .outputs import open_output
 from .pipeline import FaceCropper, ResizeCropper, prepare_avatars
 from .preview import PreviewWindow, display_available
@@ -48,6 +47,7 @@ def run(
             open_source(capture.input, width=capture.width, height=capture.height, fps=capture.fps)
         )
         live = source.is_live
+        options = options.resolved(live)
         if source.is_live:
             size = source.size or (0, 0)
             log.info(
@@ -62,8 +62,6 @@ def run(
         if options.output.file is not None:
             sinks.append(stack.enter_context(open_output(options.output.file, source.fps or 25.0)))
         want_vcam = options.output.virtual_camera
-        if want_vcam is None:
-            want_vcam = live
         if not live and not sinks and not want_vcam and options.output.preview is not True:
             raise InputError(
                 f"Nothing to do with the file input {source.name}: pass --output (a folder or a "
@@ -95,10 +93,7 @@ def run(
                 virtual_camera.fps,
             )
         preview = None
-        want_preview = options.output.preview
-        if want_preview is None:
-            want_preview = live
-        if want_preview:
+        if options.output.preview:
             if display_available():
                 preview = stack.enter_context(PreviewWindow(check_display=False))
             else:
@@ -109,7 +104,7 @@ def run(
         if live:
             log.info(controls_help() if preview else "press Ctrl+C to stop")
 
-        realtime = capture.realtime if capture.realtime is not None else live
+        realtime = options.capture.realtime
         mode = ("latest" if live else "paced") if realtime else "every"
         grabber = LatestFrameGrabber(source, mode)
         total = source.frame_count
@@ -128,7 +123,7 @@ def run(
             cropper,
             Animator(engine, options.motion),
             prepared,
-            replace(options.loop, lossless=not realtime),
+            options.loop,
             sinks=sinks,
             media_fps=None if realtime else (source.fps or 25.0),
             virtual_camera=virtual_camera,

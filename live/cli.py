@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 from engines.options import BACKENDS, PRECISIONS, EngineOptions
@@ -17,54 +17,10 @@ from .controls import controls_help
 from .errors import SettingError
 from .framing import FramingConfig
 from .loop import LoopOptions
+from .options import CaptureOptions, ModelOptions, OutputOptions, RunOptions
 from .virtualcam import VirtualCameraConfig
 
 log = logging.getLogger("avatarcam")
-
-
-@dataclass(frozen=True)
-class ModelOptions:
-    """Which network to run."""
-
-    checkpoint: Path | None = None  # FOMM checkpoint; None: look in the default folders
-    config: str = "vox-256"  # preset name or an original FOMM YAML file
-    resolution: int | None = None  # square frame size; None: the config's (256 for presets)
-
-
-@dataclass(frozen=True)
-class CaptureOptions:
-    """What to capture from."""
-
-    input: str = "0"  # camera index or device, video file, GIF or folder of images
-    width: int | None = None  # camera width to request; None: the camera's default
-    height: int | None = None  # camera height to request
-    fps: float | None = None  # camera rate to request
-    realtime: bool | None = None  # pace file inputs like a camera; None: cameras only
-
-
-@dataclass(frozen=True)
-class OutputOptions:
-    """Where animated frames go."""
-
-    file: Path | None = None  # folder of PNGs or a video file to record to
-    virtual_camera: bool | None = None  # None: on for camera inputs, off for files
-    camera: VirtualCameraConfig = field(default_factory=VirtualCameraConfig)  # its size/fps
-    preview: bool | None = None  # None: on when a display is available and input is a camera
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """Everything one run of the command needs."""
-
-    avatar: Path  # avatar image or folder of images
-    capture: CaptureOptions = field(default_factory=CaptureOptions)  # input
-    output: OutputOptions = field(default_factory=OutputOptions)  # outputs
-    crop: bool = True  # frame the face automatically; False: resize the whole frame
-    framing: FramingConfig = field(default_factory=FramingConfig)  # crop size and smoothing
-    model: ModelOptions = field(default_factory=ModelOptions)  # network and weights
-    engine: EngineOptions = field(default_factory=EngineOptions)  # backend and precision
-    motion: MotionOptions = field(default_factory=MotionOptions)  # relative/absolute motion
-    loop: LoopOptions = field(default_factory=LoopOptions)  # mirror, best frame, fallback
 
 
 def _size(text: str) -> tuple[int, int]:

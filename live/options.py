@@ -1,0 +1,82 @@
+"""The options of one run, as frozen dataclasses, and their automatic defaults.
+
+The command line (:mod:`live.cli`) maps its flags onto :class:`RunOptions`; :func:`live.app.run`
+and the pipeline benchmark take a :class:`RunOptions` directly. Options left as ``None`` mean
+"decide from the input": :meth:`RunOptions.resolved` turns them into plain values once the input
+is known to be a camera (live) or a file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from engines.options import EngineOptions
+
+from .animator import MotionOptions
+from .framing import FramingConfig
+from .loop import LoopOptions
+from .virtualcam import VirtualCameraConfig
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """Which network to run."""
+
+    checkpoint: Path | None = None  # FOMM checkpoint; None: look in the default folders
+    config: str = "vox-256"  # preset name or an original FOMM YAML file
+    resolution: int | None = None  # square frame size; None: the config's (256 for presets)
+
+
+@dataclass(frozen=True)
+class CaptureOptions:
+    """What to capture from."""
+
+    input: str = "0"  # camera index or device, video file, GIF or folder of images
+    width: int | None = None  # camera width to request; None: the camera's default
+    height: int | None = None  # camera height to request
+    fps: float | None = None  # camera rate to request
+    realtime: bool | None = None  # pace file inputs like a camera; None: cameras only
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    """Where animated frames go."""
+
+    file: Path | None = None  # folder of PNGs or a video file to record to
+    virtual_camera: bool | None = None  # None: on for camera inputs, off for files
+    camera: VirtualCameraConfig = field(default_factory=VirtualCameraConfig)  # its size/fps
+    preview: bool | None = None  # None: on when a display is available and input is a camera
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Everything one run of the command needs."""
+
+    avatar: Path  # avatar image or folder of images
+    capture: CaptureOptions = field(default_factory=CaptureOptions)  # input
+    output: OutputOptions = field(default_factory=OutputOptions)  # outputs
+    crop: bool = True  # frame the face automatically; False: resize the whole frame
+    framing: FramingConfig = field(default_factory=FramingConfig)  # crop size and smoothing
+    model: ModelOptions = field(default_factory=ModelOptions)  # network and weights
+    engine: EngineOptions = field(default_factory=EngineOptions)  # backend and precision
+    motion: MotionOptions = field(default_factory=MotionOptions)  # relative/absolute motion
+    loop: LoopOptions = field(default_factory=LoopOptions)  # mirror, best frame, fallback
+
+    def resolved(self, live: bool) -> RunOptions:
+        """These options with every automatic (``None``) choice made for a camera input
+        (``live``) or a file input: virtual camera and preview on for cameras only, file inputs
+        processed frame by frame (lossless) unless real-time pacing is asked for."""
+        realtime = self.capture.realtime if self.capture.realtime is not None else live
+        virtual_camera = self.output.virtual_camera
+        preview = self.output.preview
+        return replace(
+            self,
+            capture=replace(self.capture, realtime=realtime),
+            output=replace(
+                self.output,
+                virtual_camera=live if virtual_camera is None else virtual_camera,
+                preview=live if preview is None else preview,
+            ),
+            loop=replace(self.loop, lossless=not realtime),
+        )
