@@ -12,16 +12,17 @@ from export.config import load_config
 
 from .animator import Animator
 from .avatars import load_avatar_images
-from .capture import LatestFrameGrabber, open_source
 from .controls import controls_help
 from .errors import InputError
 from .face import FaceDetector
+from .grabber import LatestFrameGrabber
 from .loop import FrameRecord, LiveLoop
 from .options import RunOptions
 from .outputs import open_output
 from .pipeline import FaceCropper, ResizeCropper, prepare_avatars
 from .preview import PreviewWindow, display_available
 from .progress import Progress
+from .sources import open_source
 from .virtualcam import CameraFactory, VirtualCamera
 
 log = logging.getLogger("avatarcam")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .capture import IMAGE_EXTENSIONS, _read_image_rgb, image_files
 from .errors import InputError
+from .images import IMAGE_EXTENSIONS, image_files, read_image_rgb
 
 
 @dataclass(frozen=True)
@@ -38,4 +38,4 @@ def load_avatar_images(path: str | Path) -> list[AvatarImage]:
         raise InputError(
             f"Avatar {path} is not an image file: expected one of {', '.join(IMAGE_EXTENSIONS)}."
         )
-    return [AvatarImage(f.name, f, _read_image_rgb(f)) for f in files]
+    return [AvatarImage(f.name, f, read_image_rgb(f)) for f in files]

@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         if args.list_cameras:
-            from .capture import list_cameras
+            from .cameras import list_cameras
 
             cameras = list_cameras()
             if not cameras:

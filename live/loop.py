@@ -1,6 +1,6 @@
 """The per-frame loop: capture -> face framing -> animation -> outputs, pipelined.
 
-Three stages overlap: the capture thread (:class:`~live.capture.LatestFrameGrabber`) reads the
+Three stages overlap: the capture thread (:class:`~live.grabber.LatestFrameGrabber`) reads the
 camera, the framing thread finds the face and cuts the crop, and the calling thread animates
 and sends the frame to the outputs (and runs the preview window, which must live on it). Each
 stage hands the next one only its newest item: with a camera, a slow stage makes the others
@@ -22,12 +22,13 @@ import cv2
 import numpy as np
 
 from .animator import Animator, normalized_keypoints
-from .capture import Frame, LatestFrameGrabber
 from .controls import Action
 from .framing import CropBox
+from .grabber import LatestFrameGrabber
 from .outputs import FrameSink
 from .pipeline import Crop, Cropper, PreparedAvatar
 from .preview import PreviewWindow
+from .sources import Frame
 from .virtualcam import VirtualCamera
 
 log = logging.getLogger("avatarcam")

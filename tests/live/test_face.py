@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from live.capture import open_source
 from live.errors import FaceModelError, SettingError
 from live.face import MODEL_PATH, MODEL_SHA256, FaceBox, FaceDetector
+from live.sources import open_source
 from tests.conftest import shared_path
 
 AVATARS = ("mona.jpg", "einstein.jpg", "obama.jpg")

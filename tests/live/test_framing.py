@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from live.capture import open_source
 from live.errors import SettingError
 from live.face import FaceBox, FaceDetector
 from live.framing import (
@@ -22,6 +21,7 @@ from live.framing import (
     crop_square,
     frame_avatar,
 )
+from live.sources import open_source
 from tests.conftest import shared_path
 
 
