@@ -15,6 +15,7 @@ import cv2
 
 from export.errors import UserError
 from live.errors import SettingError
+from live.handoff import Handoff
 from live.resources import Closing
 from live.sources import Frame, FrameSource
 
@@ -70,15 +71,11 @@ class LatestFrameGrabber(Closing):
         self._pace_fps = fps
         self._retry = retry or RetryPolicy()
         self._on_status = on_status
-        self._cond = threading.Condition()
+        self._handoff: Handoff[Frame] = Handoff(lossless=mode == "every")  # reader -> consumer
+        self._lock = threading.Lock()  # guards the status, the thread and the interval
         self._stop = threading.Event()
-        self._slot: Frame | None = None
         self._thread: threading.Thread | None = None
-        self._running = False
-        self._dropped = 0
-        self._delivered = 0
         self._status = "not started"
-        self._error: BaseException | None = None
         self._interval: float | None = None  # smoothed seconds between frames read
 
     @property
@@ -94,42 +91,40 @@ class LatestFrameGrabber(Closing):
     @property
     def dropped(self) -> int:
         """Frames that were replaced by a newer one before the consumer took them."""
-        with self._cond:
-            return self._dropped
+        return self._handoff.dropped
 
     @property
     def delivered(self) -> int:
         """Frames handed to the consumer."""
-        with self._cond:
-            return self._delivered
+        return self._handoff.delivered
 
     @property
     def status(self) -> str:
         """Short state for the user: "ok", "camera lost, retrying (attempt 3)", "end of input"."""
-        with self._cond:
+        with self._lock:
             return self._status
 
     @property
     def measured_fps(self) -> float | None:
         """Frames per second actually read from the source (smoothed), None before two."""
-        with self._cond:
+        with self._lock:
             interval = self._interval
         return 1.0 / interval if interval else None
 
     @property
     def error(self) -> BaseException | None:
         """The exception that ended the reader thread, if any."""
-        with self._cond:
-            return self._error
+        return self._handoff.error
 
     @property
     def finished(self) -> bool:
         """True once the reader has ended (input over, stopped or failed) and no frame waits."""
-        with self._cond:
-            return self._thread is not None and not self._running and self._slot is None
+        with self._lock:
+            started = self._thread is not None
+        return started and self._handoff.finished
 
     def _set_status(self, status: str) -> None:
-        with self._cond:
+        with self._lock:
             if status == self._status:
                 return
             self._status = status
@@ -138,10 +133,9 @@ class LatestFrameGrabber(Closing):
 
     def start(self) -> LatestFrameGrabber:
         """Start the reader thread; returns self."""
-        with self._cond:
+        with self._lock:
             if self._thread is not None:
                 raise RuntimeError("LatestFrameGrabber.start() called twice")
-            self._running = True
             self._thread = threading.Thread(
                 target=self._run, name=f"capture {self._source.name}", daemon=True
             )
@@ -155,29 +149,16 @@ class LatestFrameGrabber(Closing):
         Returns ``None`` on timeout or when the reader has finished; re-raises the error that
         stopped the reader (e.g. an unreadable image in a folder).
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
+        with self._lock:
             if self._thread is None:
                 raise RuntimeError("LatestFrameGrabber.get() before start()")
-            while self._slot is None:
-                if not self._running:
-                    if self._error is not None:
-                        raise self._error
-                    return None
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return None
-                self._cond.wait(remaining)
-            frame, self._slot = self._slot, None
-            self._delivered += 1
-            self._cond.notify_all()
-            return frame
+        return self._handoff.get(timeout)
 
     def stop(self, timeout: float = 3.0) -> None:
         """Stop the reader, release the source and drop any waiting frame (waits ``timeout`` s)."""
         self._stop.set()
-        with self._cond:
-            self._cond.notify_all()
+        self._handoff.cancel()  # drops a waiting frame and wakes a reader waiting to hand over
+        with self._lock:
             thread = self._thread
         if thread is None:
             self._source.close()
@@ -185,8 +166,6 @@ class LatestFrameGrabber(Closing):
             return
         if thread is not threading.current_thread():
             thread.join(timeout)
-        with self._cond:
-            self._slot = None
 
     def close(self) -> None:
         self.stop()
@@ -195,18 +174,6 @@ class LatestFrameGrabber(Closing):
         if self._thread is None:
             self.start()
         return self
-
-    def _publish(self, frame: Frame) -> None:
-        with self._cond:
-            if self._mode == "every":
-                while self._slot is not None and not self._stop.is_set():
-                    self._cond.wait(0.1)
-                if self._stop.is_set():
-                    return
-            elif self._slot is not None:
-                self._dropped += 1
-            self._slot = frame
-            self._cond.notify_all()
 
     def _reconnect(self) -> bool:
         """Reopen a lost live source with backoff; False when stopped first."""
@@ -232,6 +199,7 @@ class LatestFrameGrabber(Closing):
         due = time.perf_counter()
         previous: float | None = None
         final_status = "stopped"
+        error: BaseException | None = None
         try:
             while not self._stop.is_set():
                 try:
@@ -256,21 +224,19 @@ class LatestFrameGrabber(Closing):
                     frame = dataclasses.replace(frame, timestamp=time.perf_counter())
                 if previous is not None and frame.timestamp > previous:
                     step = frame.timestamp - previous
-                    with self._cond:
+                    with self._lock:
                         self._interval = (
                             step if self._interval is None else 0.9 * self._interval + 0.1 * step
                         )
                 previous = frame.timestamp
-                self._publish(frame)
+                if not self._handoff.put(frame):  # the consumer has stopped
+                    break
         except BaseException as exc:  # handed to the consumer by get()
-            with self._cond:
-                self._error = exc
+            error = exc
             final_status = f"error: {exc}".splitlines()[0]
         finally:
             try:
                 source.close()
             finally:
                 self._set_status(final_status)
-                with self._cond:
-                    self._running = False
-                    self._cond.notify_all()
+                self._handoff.close(error)

@@ -16,15 +16,17 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Generic, Literal, TypeVar
+from typing import Literal
 
 import cv2
 import numpy as np
 
 from .animator import Animator, normalized_keypoints
+from .buffers import BufferPool
 from .controls import Action
 from .framing import CropBox
 from .grabber import LatestFrameGrabber
+from .handoff import Handoff
 from .outputs import FrameSink
 from .pipeline import Crop, Cropper, PreparedAvatar
 from .preview import PreviewWindow
@@ -32,8 +34,6 @@ from .sources import Frame
 from .virtualcam import VirtualCamera
 
 log = logging.getLogger("avatarcam")
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -62,61 +62,18 @@ class FrameRecord:
     stages_ms: dict[str, float] = field(default_factory=dict)  # per-stage durations
 
 
-class Handoff(Generic[T]):
-    """A one-slot hand-over between two threads: the newest item wins (or, lossless, the
-    producer waits for the consumer). ``close`` ends the stream; ``fail`` passes an error."""
-
-    def __init__(self, lossless: bool):
-        self.lossless = lossless
-        self.dropped = 0  # items replaced before they were taken
-        self._cond = threading.Condition()
-        self._item: T | None = None
-        self._closed = False
-        self._error: BaseException | None = None
-
-    def put(self, item: T) -> bool:
-        """Offer an item; False when the consumer has gone."""
-        with self._cond:
-            while self.lossless and self._item is not None and not self._closed:
-                self._cond.wait(0.1)
-            if self._closed:
-                return False
-            if self._item is not None:
-                self.dropped += 1
-            self._item = item
-            self._cond.notify_all()
-            return True
-
-    def get(self, timeout: float) -> T | None:
-        """The next item, or None on timeout or at the end of the stream."""
-        with self._cond:
-            if self._item is None and not self._closed:
-                self._cond.wait(timeout)
-            if self._error is not None:
-                raise self._error
-            item, self._item = self._item, None
-            self._cond.notify_all()
-            return item
-
-    @property
-    def finished(self) -> bool:
-        with self._cond:
-            return self._closed and self._item is None
-
-    def close(self, error: BaseException | None = None) -> None:
-        with self._cond:
-            self._closed = True
-            self._error = self._error or error
-            self._cond.notify_all()
-
-
 @dataclass(frozen=True)
 class _Job:
+    """One framed camera frame on its way to the engine; it holds its pooled buffers until the
+    loop releases it (when it is dropped, or replaced as the last frame shown)."""
+
     frame: Frame  # as captured
     camera: np.ndarray  # the camera image as shown (mirrored when asked)
     crop: Crop  # the driving crop
     face: object | None  # the face found
     framing_ms: float  # face detection + crop time
+    mirror_buffer: np.ndarray | None  # from the loop's camera pool (camera is it), if mirrored
+    crop_buffer: np.ndarray | None  # from the loop's crop pool (crop.image is it), if a crop
 
 
 class _Stats:
@@ -177,16 +134,19 @@ class LiveLoop:
         self._actions: queue.SimpleQueue[tuple[Action, int | None]] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._stats = _Stats()
-        self._handoff: Handoff[_Job] = Handoff(options.lossless)
-        self._mirror_ring: list[np.ndarray] = []
-        self._mirror_next = 0
+        size = animator.resolution
+        # Buffers owned by one job at a time: a job holds its mirrored camera image and crop
+        # from framing until it is dropped or the next frame has been shown, so the camera
+        # stage can run ahead of the engine without overwriting what is being animated.
+        self._mirrors = BufferPool()
+        self._crops = BufferPool((size, size, 3))
+        self._handoff: Handoff[_Job] = Handoff(options.lossless, on_drop=self._release)
+        self._last_job: _Job | None = None  # the frame shown last, kept for idle refreshes
         self._best_distance = float("inf")
         self._avatar_norm: np.ndarray | None = None
         self._last_output: np.ndarray | None = None
-        self._last_camera: np.ndarray | None = None
         self._last_status = ""
         self._last_sent = 0.0
-        size = animator.resolution
         self._out = np.empty((size, size, 3), np.uint8)
 
     # --- control -----------------------------------------------------------------------------
@@ -242,12 +202,30 @@ class LiveLoop:
 
     # --- framing thread ------------------------------------------------------------------------
 
-    def _mirrored(self, image: np.ndarray) -> np.ndarray:
-        if len(self._mirror_ring) != 3 or self._mirror_ring[0].shape != image.shape:
-            self._mirror_ring = [np.empty_like(image) for _ in range(3)]
-        buffer = self._mirror_ring[self._mirror_next]
-        self._mirror_next = (self._mirror_next + 1) % 3
-        return cv2.flip(image, 1, dst=buffer)
+    def _release(self, job: _Job) -> None:
+        """Return a job's buffers to their pools; the job must not be used afterwards."""
+        if job.mirror_buffer is not None:
+            self._mirrors.release(job.mirror_buffer)
+        if job.crop_buffer is not None:
+            self._crops.release(job.crop_buffer)
+
+    def _frame_job(self, frame: Frame) -> _Job:
+        """Mirror (when asked) and crop one camera frame into buffers the job holds."""
+        start = time.perf_counter()
+        mirror_buffer = None
+        camera = frame.image
+        if self.mirror:
+            mirror_buffer = self._mirrors.acquire(frame.image.shape)
+            camera = cv2.flip(frame.image, 1, dst=mirror_buffer)
+        clock = frame.index / self.media_fps if self.media_fps else frame.timestamp
+        crop_buffer: np.ndarray | None = self._crops.acquire()
+        crop = self.cropper(camera, clock, crop_buffer)
+        if crop.image is None:
+            self._crops.release(crop_buffer)
+            crop_buffer = None
+        face = getattr(self.cropper, "last_face", None)
+        framing_ms = (time.perf_counter() - start) * 1000
+        return _Job(frame, camera, crop, face, framing_ms, mirror_buffer, crop_buffer)
 
     def _framing(self) -> None:
         try:
@@ -257,13 +235,9 @@ class LiveLoop:
                     if self.grabber.finished:
                         break
                     continue
-                start = time.perf_counter()
-                camera = self._mirrored(frame.image) if self.mirror else frame.image
-                clock = frame.index / self.media_fps if self.media_fps else frame.timestamp
-                crop = self.cropper(camera, clock)
-                face = getattr(self.cropper, "last_face", None)
-                job = _Job(frame, camera, crop, face, (time.perf_counter() - start) * 1000)
+                job = self._frame_job(frame)
                 if not self._handoff.put(job):
+                    self._release(job)
                     break
         except BaseException as exc:  # handed to the main thread, which re-raises it
             self._handoff.close(exc)
@@ -325,7 +299,8 @@ class LiveLoop:
         if output is not None and camera is not None and now - self._last_sent >= 1 / camera.fps:
             camera.send(output)
             self._last_sent = now
-        self._show(self._last_camera, self._last_output, None, f"camera: {status}")
+        camera_image = None if self._last_job is None else self._last_job.camera
+        self._show(camera_image, self._last_output, None, f"camera: {status}")
 
     def run(self) -> int:
         """Run until the end of the input or quit; returns the number of frames sent."""
@@ -348,7 +323,6 @@ class LiveLoop:
                 animated = time.perf_counter()
                 self._send(image)
                 sent = time.perf_counter()
-                self._last_camera = job.camera
                 latency = (sent - job.frame.timestamp) * 1000
                 stages = {
                     "framing": job.framing_ms,
@@ -360,6 +334,9 @@ class LiveLoop:
                     self._stats.add(name, value)
                 self._stats.tick(sent)
                 self._show(job.camera, image, job.crop.box, status)
+                previous, self._last_job = self._last_job, job
+                if previous is not None:
+                    self._release(previous)
                 self.frames_out += 1
                 if self.on_frame is not None:
                     record = FrameRecord(
@@ -375,15 +352,24 @@ class LiveLoop:
                     self.on_frame(record, self)
         finally:
             self._stop.set()
-            self._handoff.close()
+            self._handoff.cancel()
             self.grabber.stop()
             framing.join(timeout=5)
+            if self._last_job is not None:
+                self._release(self._last_job)
+                self._last_job = None
         return self.frames_out
 
     @property
     def stats(self) -> dict[str, float]:
         """Moving averages: fps and per-stage milliseconds."""
         return dict(self._stats.values)
+
+    @property
+    def buffers_allocated(self) -> int:
+        """Camera and crop buffers allocated so far: bounded by the frames in flight at once
+        (a few), not by the frames processed."""
+        return self._mirrors.allocated + self._crops.allocated
 
     @property
     def dropped(self) -> int:

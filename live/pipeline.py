@@ -15,9 +15,6 @@ from .framing import CropBox, FaceTracker, FramingConfig, crop_square, frame_ava
 
 log = logging.getLogger("avatarcam")
 
-#: Crop buffers in flight at once: one being written, one waiting, one being animated.
-RING_SIZE = 3
-
 
 @dataclass(frozen=True)
 class Crop:
@@ -29,9 +26,10 @@ class Crop:
 
 
 class Cropper(Protocol):
-    """Turns a camera frame into the model-sized driving crop."""
+    """Turns a camera frame into the model-sized driving crop, written into ``out`` (an
+    R x R x 3 uint8 buffer the caller owns; :attr:`Crop.image` is ``out`` or None)."""
 
-    def __call__(self, frame: np.ndarray, timestamp: float) -> Crop: ...
+    def __call__(self, frame: np.ndarray, timestamp: float, out: np.ndarray) -> Crop: ...
 
 
 def resize_square(image: np.ndarray, size: int, out: np.ndarray | None = None) -> np.ndarray:
@@ -48,30 +46,15 @@ def resize_square(image: np.ndarray, size: int, out: np.ndarray | None = None) -
     return cv2.resize(image, (size, size), dst=out, interpolation=interpolation)
 
 
-class _Ring:
-    """A few preallocated buffers used in turn, so a crop handed to another thread is not
-    overwritten while it is in use."""
-
-    def __init__(self, shape: tuple[int, ...]):
-        self._buffers = [np.empty(shape, np.uint8) for _ in range(RING_SIZE)]
-        self._next = 0
-
-    def take(self) -> np.ndarray:
-        buffer = self._buffers[self._next]
-        self._next = (self._next + 1) % RING_SIZE
-        return buffer
-
-
 class ResizeCropper:
     """--no-crop: the whole frame, resized to the model resolution."""
 
     def __init__(self, resolution: int):
         self.resolution = resolution  # model input size
-        self._ring = _Ring((resolution, resolution, 3))
 
-    def __call__(self, frame: np.ndarray, timestamp: float) -> Crop:
+    def __call__(self, frame: np.ndarray, timestamp: float, out: np.ndarray) -> Crop:
         height, width = frame.shape[:2]
-        crop = resize_square(frame, self.resolution, self._ring.take())
+        crop = resize_square(frame, self.resolution, out)
         return Crop(crop, CropBox(0.0, 0.0, float(max(width, height))), "resize")
 
 
@@ -82,7 +65,6 @@ class FaceCropper:
         self.resolution = resolution  # model input size
         self.detector = detector  # video-mode face detector, owned by the caller
         self.tracker = FaceTracker(framing)  # smoothing and hold/lost logic
-        self._ring = _Ring((resolution, resolution, 3))
         self._face: FaceBox | None = None
 
     @property
@@ -90,7 +72,7 @@ class FaceCropper:
         """The face box found in the last frame (None when none was found)."""
         return self._face
 
-    def __call__(self, frame: np.ndarray, timestamp: float) -> Crop:
+    def __call__(self, frame: np.ndarray, timestamp: float, out: np.ndarray) -> Crop:
         height, width = frame.shape[:2]
         face = self.detector.detect(frame, round(timestamp * 1000))
         self._face = face
@@ -98,7 +80,7 @@ class FaceCropper:
         if state.box is None:
             return Crop(None, None, state.status)
         return Crop(
-            crop_square(frame, state.box, self.resolution, self._ring.take()),
+            crop_square(frame, state.box, self.resolution, out),
             state.box,
             state.status,
         )

@@ -124,3 +124,46 @@ class FakeCapture:
 
     def release(self) -> None:
         self.released = True
+
+
+def encode_index(index: int, height: int = 48, width: int = 64) -> np.ndarray:
+    """A frame that encodes ``index`` in every pixel (red = low byte, green = high byte) and
+    has a blue band on its left eighth, to tell a mirrored image from a plain one."""
+    image = np.zeros((height, width, 3), np.uint8)
+    image[..., 0] = index % 256
+    image[..., 1] = index // 256
+    image[:, : width // 8, 2] = 255
+    return image
+
+
+def decode_index(image: np.ndarray) -> int:
+    """The index :func:`encode_index` put in an image (read at its centre; survives resizing,
+    mirroring and letterboxing)."""
+    height, width = image.shape[:2]
+    red, green = (int(v) for v in image[height // 2, width // 2, :2])
+    return red + 256 * green
+
+
+class IndexedSource(FrameSource):
+    """``count`` frames made by :func:`encode_index`, each a new array, as fast as read."""
+
+    def __init__(self, count: int, fps: float = 30.0) -> None:
+        super().__init__()
+        self._count = count
+        self._produced = 0
+        self._fps = fps
+        self._size = (64, 48)
+        self._frame_count = count
+
+    @property
+    def name(self) -> str:
+        return "indexed"
+
+    def _grab(self) -> np.ndarray | None:
+        if self._produced >= self._count:
+            return None
+        self._produced += 1
+        return encode_index(self._produced - 1)
+
+    def _release(self) -> None:
+        pass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 
 import cv2
@@ -11,12 +12,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from engines import KeypointArrays
+from live.animator import AnimatedFrame
 from live.app import run
 from live.cli import build_parser, main, options_from_args
 from live.controls import Action
-from live.loop import FrameRecord, LiveLoop
+from live.grabber import LatestFrameGrabber
+from live.loop import FrameRecord, LiveLoop, LoopOptions
+from live.pipeline import PreparedAvatar, ResizeCropper
+from live.virtualcam import VirtualCamera, VirtualCameraConfig
 from tests.conftest import Golden, shared_path
 from tests.live.conftest import run_on_display
+from tests.live.fakes import IndexedSource, decode_index
 
 
 def _options(golden: Golden, avatar: Path | str, driving: Path | str, *extra: str):
@@ -456,3 +463,109 @@ def test_ctrl_c_releases_camera_and_virtual_camera(tiny_golden: Golden, tmp_path
     assert cameras[0].closed
     assert seen["source"].closed
     assert len(cameras[0].frames) >= 4  # frames 0-3 (and any idle re-sends)
+
+
+# --- buffer ownership: a slow engine behind a fast camera ---------------------------------
+
+
+class SlowAnimator:
+    """Stands in for live.animator.Animator: takes ``delay`` seconds per frame, like a slow
+    engine, and outputs its driving crop, so each output encodes the camera frame it came from.
+    Records the frame each crop encodes and whether the crop changed while it was animated."""
+
+    def __init__(self, resolution: int, delay: float) -> None:
+        self.resolution = resolution
+        self.delay = delay
+        self.avatar_keypoints = KeypointArrays(
+            np.array([[[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]]]), None
+        )
+        self.rest_image = np.zeros((resolution, resolution, 3), np.uint8)
+        self.animated: list[int] = []  # frame encoded in each crop, at the start of animate()
+        self.changed: list[int] = []  # frames whose crop was overwritten during animate()
+
+    def set_avatar(self, image: np.ndarray) -> None:
+        self.rest_image = image.copy()
+
+    def reset_calibration(self) -> None:
+        pass
+
+    def animate(self, crop: np.ndarray, out: np.ndarray | None = None) -> AnimatedFrame:
+        before = crop.copy()
+        self.animated.append(decode_index(before))
+        time.sleep(self.delay)
+        if not np.array_equal(crop, before):
+            self.changed.append(self.animated[-1])
+        out = np.empty_like(crop) if out is None else out
+        out[...] = crop
+        return AnimatedFrame(out, self.avatar_keypoints)
+
+
+class RecordingPreview:
+    """Stands in for live.preview.PreviewWindow: decodes what each show() call displays."""
+
+    def __init__(self) -> None:
+        self.overlay = False
+        self.show_stats = False
+        self.closed = False
+        # (camera frame shown, avatar frame shown, blue band on the right = mirrored, status)
+        self.shown: list[tuple[int, int | None, bool, str]] = []
+
+    def show(self, camera, avatar, box, stats, status) -> None:
+        width = camera.shape[1]
+        mirrored = bool(camera[:, -1, 2].min() == 255 and camera[:, 0, 2].max() == 0)
+        avatar_index = None if avatar is None else decode_index(avatar)
+        self.shown.append((decode_index(camera), avatar_index, mirrored, status))
+        assert width == 64
+
+
+def test_slow_engine_animates_shows_and_sends_the_same_camera_frame() -> None:
+    """A 30 fps camera, 100 ms inference, mirror on: the camera stage laps the engine, yet
+    each animated frame is the one shown in the preview and sent to the virtual camera, and
+    its crop is not overwritten while it is animated."""
+    resolution = 16
+    animator = SlowAnimator(resolution, delay=0.1)
+    preview = RecordingPreview()
+    cameras: list[FakeCamera] = []
+
+    def factory(width, height, fps, device):
+        cameras.append(FakeCamera(width, height, fps, device))
+        return cameras[-1]
+
+    checks: list[tuple[int, int, int, int | None, int, bool]] = []
+
+    def on_frame(record: FrameRecord, loop: LiveLoop) -> None:
+        camera_shown, avatar_shown, mirrored, _ = preview.shown[-1]
+        sent = decode_index(cameras[0].frames[-1])
+        checks.append(
+            (record.index, animator.animated[-1], camera_shown, avatar_shown, sent, mirrored)
+        )
+
+    grabber = LatestFrameGrabber(IndexedSource(45), mode="paced", fps=30.0)
+    avatar = PreparedAvatar("avatar", np.full((resolution, resolution, 3), 7, np.uint8), True)
+    with VirtualCamera(
+        VirtualCameraConfig(width=64, height=48, fps=30.0), camera_factory=factory
+    ) as virtual_camera:
+        loop = LiveLoop(
+            grabber,
+            ResizeCropper(resolution),
+            animator,  # type: ignore[arg-type]
+            [avatar],
+            LoopOptions(mirror=True, show_stats=False),
+            virtual_camera=virtual_camera,
+            preview=preview,  # type: ignore[arg-type]
+            on_frame=on_frame,
+        )
+        loop.run()
+    assert len(checks) >= 8
+    assert loop.dropped > 0  # the camera really was faster than the engine
+    for index, animated, camera_shown, avatar_shown, sent, mirrored in checks:
+        assert (animated, camera_shown, avatar_shown, sent) == (index,) * 4, checks
+        assert mirrored
+    assert animator.changed == []
+    # Buffers are reused, not allocated per frame: at most four of each kind are in flight
+    # (being framed, waiting, being animated, last shown).
+    assert loop.buffers_allocated <= 8 < len(checks) + loop.dropped
+    # Idle refreshes of the preview show the last animated camera frame, not a newer one.
+    shown_in_order = [entry for entry in preview.shown if entry[1] is not None]
+    for camera_shown, avatar_shown, _, status in shown_in_order:
+        assert camera_shown == avatar_shown, (status, camera_shown, avatar_shown)
