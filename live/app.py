@@ -18,11 +18,11 @@ from .face import FaceDetector
 from .grabber import LatestFrameGrabber
 from .loop import FrameRecord, LiveLoop
 from .options import RunOptions
-from .outputs import open_output
-from .pipeline import FaceCropper, ResizeCropper, prepare_avatars
+from .outputs import FrameSink, open_output
+from .pipeline import Cropper, FaceCropper, ResizeCropper, prepare_avatars
 from .preview import PreviewWindow, display_available
 from .progress import Progress
-from .sources import open_source
+from .sources import FrameSource, open_source
 from .virtualcam import CameraFactory, VirtualCamera
 
 log = logging.getLogger("avatarcam")
@@ -49,69 +49,24 @@ def run(
         )
         live = source.is_live
         options = options.resolved(live)
-        if source.is_live:
-            size = source.size or (0, 0)
-            log.info(
-                "camera %s: %dx%d at %s fps",
-                source.name,
-                size[0],
-                size[1],
-                f"{source.fps:g}" if source.fps else "unknown",
-            )
+        if live:
+            _log_camera(source)
         avatars = load_avatar_images(options.avatar)
-        sinks = []
-        if options.output.file is not None:
-            sinks.append(stack.enter_context(open_output(options.output.file, source.fps or 25.0)))
-        want_vcam = options.output.virtual_camera
-        if not live and not sinks and not want_vcam and options.output.preview is not True:
-            raise InputError(
-                f"Nothing to do with the file input {source.name}: pass --output (a folder or a "
-                "video file), --virtual-cam or --preview."
-            )
+        sinks = _open_sinks(options, source, stack)
         checkpoint = options.model.checkpoint or find_default_checkpoint()
         engine = stack.enter_context(create_engine(checkpoint, config, options.engine))
         log.debug("engine details: %s", engine.describe())
 
         prepared = prepare_avatars(avatars, config.resolution, options.crop, options.framing)
-        if options.crop:
-            detector = stack.enter_context(FaceDetector("video"))
-            cropper = FaceCropper(config.resolution, detector, options.framing)
-        else:
-            cropper = ResizeCropper(config.resolution)
-
-        virtual_camera = None
-        if want_vcam:
-            virtual_camera = stack.enter_context(
-                VirtualCamera(
-                    options.output.camera, source_fps=source.fps, camera_factory=camera_factory
-                )
-            )
-            log.info(
-                "virtual camera: %s (%dx%d at %g fps) - select it in Zoom, OBS, Meet or Teams",
-                virtual_camera.device,
-                options.output.camera.width,
-                options.output.camera.height,
-                virtual_camera.fps,
-            )
-        preview = None
-        if options.output.preview:
-            if display_available():
-                preview = stack.enter_context(PreviewWindow(check_display=False))
-            else:
-                log.warning(
-                    "no display found: running without the preview window "
-                    "(pass --no-preview to silence this)"
-                )
+        cropper = _cropper(options, config.resolution, stack)
+        virtual_camera = _open_virtual_camera(options, source, camera_factory, stack)
+        preview = _open_preview(options, stack)
         if live:
             log.info(controls_help() if preview else "press Ctrl+C to stop")
 
         realtime = options.capture.realtime
         mode = ("latest" if live else "paced") if realtime else "every"
-        grabber = LatestFrameGrabber(source, mode)
-        total = source.frame_count
-        progress = None
-        if not live and (total is None or total > PROGRESS_MIN_FRAMES):
-            progress = Progress(total)
+        progress = _progress(source)
 
         def record(frame: FrameRecord, loop: LiveLoop) -> None:
             if progress is not None:
@@ -120,7 +75,7 @@ def run(
                 on_frame(frame, loop)
 
         loop = LiveLoop(
-            grabber,
+            LatestFrameGrabber(source, mode),
             cropper,
             Animator(engine, options.motion),
             prepared,
@@ -141,3 +96,83 @@ def run(
     if loop.dropped:
         log.info("dropped %d stale frames to keep up with the input", loop.dropped)
     return loop
+
+
+# The set-up steps of run(), in order. Options passed in are resolved (no automatic values).
+
+
+def _log_camera(source: FrameSource) -> None:
+    size = source.size or (0, 0)
+    log.info(
+        "camera %s: %dx%d at %s fps",
+        source.name,
+        size[0],
+        size[1],
+        f"{source.fps:g}" if source.fps else "unknown",
+    )
+
+
+def _open_sinks(options: RunOptions, source: FrameSource, stack: ExitStack) -> list[FrameSink]:
+    """The file output, if any; raises when a file input would go nowhere."""
+    sinks = []
+    if options.output.file is not None:
+        sinks.append(stack.enter_context(open_output(options.output.file, source.fps or 25.0)))
+    output = options.output
+    if (
+        not source.is_live
+        and not sinks
+        and not output.virtual_camera
+        and output.preview is not True
+    ):
+        raise InputError(
+            f"Nothing to do with the file input {source.name}: pass --output (a folder or a "
+            "video file), --virtual-cam or --preview."
+        )
+    return sinks
+
+
+def _cropper(options: RunOptions, resolution: int, stack: ExitStack) -> Cropper:
+    if not options.crop:
+        return ResizeCropper(resolution)
+    detector = stack.enter_context(FaceDetector("video"))
+    return FaceCropper(resolution, detector, options.framing)
+
+
+def _open_virtual_camera(
+    options: RunOptions,
+    source: FrameSource,
+    camera_factory: CameraFactory | None,
+    stack: ExitStack,
+) -> VirtualCamera | None:
+    if not options.output.virtual_camera:
+        return None
+    virtual_camera = stack.enter_context(
+        VirtualCamera(options.output.camera, source_fps=source.fps, camera_factory=camera_factory)
+    )
+    log.info(
+        "virtual camera: %s (%dx%d at %g fps) - select it in Zoom, OBS, Meet or Teams",
+        virtual_camera.device,
+        options.output.camera.width,
+        options.output.camera.height,
+        virtual_camera.fps,
+    )
+    return virtual_camera
+
+
+def _open_preview(options: RunOptions, stack: ExitStack) -> PreviewWindow | None:
+    if not options.output.preview:
+        return None
+    if display_available():
+        return stack.enter_context(PreviewWindow(check_display=False))
+    log.warning(
+        "no display found: running without the preview window (pass --no-preview to silence this)"
+    )
+    return None
+
+
+def _progress(source: FrameSource) -> Progress | None:
+    """A progress bar for file inputs longer than a few frames."""
+    total = source.frame_count
+    if source.is_live or (total is not None and total <= PROGRESS_MIN_FRAMES):
+        return None
+    return Progress(total)
