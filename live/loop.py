@@ -6,6 +6,11 @@ and sends the frame to the outputs (and runs the preview window, which must live
 stage hands the next one only its newest item: with a camera, a slow stage makes the others
 drop stale frames instead of queueing them, so latency never builds up. With a file input every
 frame is processed in order (nothing is dropped) unless real-time pacing is asked for.
+
+Stages hand over through :class:`~live.handoff.Handoff`. The mirrored camera image and the crop
+of a frame live in pooled buffers (:class:`~live.buffers.BufferPool`) that the frame holds until
+it is dropped or the next frame has been shown: a fast camera never overwrites the frame being
+animated or shown, and the pools stop growing at the few frames in flight.
 """
 
 from __future__ import annotations
