@@ -4,11 +4,14 @@ Lifecycle (as NVIDIA's Polygraphy runners): create from artifacts, run by named 
 Engines are context managers. Two levels of use:
 
 - :meth:`Engine.run` runs one graph of the I/O spec (:mod:`export.iospec`) on host arrays fed
-  and fetched by name.
+  and fetched by name, with buffers of its own (each backend's ``_run_once``).
 - The session API keeps the avatar's cached state on the device: :meth:`Engine.set_avatar`
   runs the avatar graph once and keeps its outputs; :meth:`Engine.set_motion` uploads the motion
   transfer once per reference frame; :meth:`Engine.animate` runs one frame graph call per frame
   and copies back only the frame and its keypoints.
+
+Calling them out of order (``animate()`` before ``set_avatar()``, anything after ``close()``)
+is a bug in the caller and raises :class:`~engines.errors.EngineUsageError` (a RuntimeError).
 """
 
 from __future__ import annotations
