@@ -167,14 +167,13 @@ class TorchEngine(Engine):
         if self.cuda_graph and name in self._static:
             # The captured graph reads these addresses: update them in place.
             return self._static[name].copy_(tensor, non_blocking=False)
-        return tensor.to(device=self._dev, dtype=torch.float32)
+        # A copy on the CPU too: the engine never keeps a buffer its caller owns.
+        return tensor.to(device=self._dev, dtype=torch.float32, copy=True)
 
     def _to_host(self, name: str, handle: torch.Tensor) -> np.ndarray:
-        # Eager outputs are fresh tensors; static CUDA-graph outputs are copied by .to("cpu").
-        host = handle.detach().to(device="cpu", dtype=torch.float32)
-        if host.data_ptr() == handle.data_ptr():
-            host = host.clone()  # CPU outputs of compiled graphs may be reused buffers
-        return host.numpy()
+        # Eager and compiled outputs are fresh tensors (CUDA ones are cloned in _call when
+        # compiled); static CUDA-graph outputs are copied by .to("cpu").
+        return handle.detach().to(device="cpu", dtype=torch.float32).numpy()
 
     def _call(self, graph: GraphSpec, inputs: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
         module = self._graphs[graph.name]
