@@ -166,10 +166,16 @@ def _probe(ort: Any, device_id: int) -> str | None:
     return None
 
 
+def cuda_provider_problem(ort: Any, device: Device | str = "cuda") -> str | None:
+    """Why ONNX Runtime's CUDA EP cannot run on ``device`` (tried with a tiny session, once per
+    process), or None when it can."""
+    return _probe_cached(ort, Device.parse(str(device)).ordinal)
+
+
 def probe_cuda(ort: Any, device: Device | str) -> None:
     """Raise EngineError unless a tiny session runs on the CUDA EP of ``device`` (cached per
     process). Done before exporting, so a CPU-only wheel costs nothing."""
-    problem = _probe_cached(ort, Device.parse(str(device)).ordinal)
+    problem = cuda_provider_problem(ort, device)
     if problem is not None:
         raise EngineError(f"ONNX Runtime cannot use {device}: {problem}. Fix: {_FIX_GPU}")
 

@@ -104,6 +104,8 @@ class TorchEngine(Engine):
         self.cuda_graph = cuda_graph and dev.is_cuda and not compile
         if cuda_graph and not dev.is_cuda:
             log.info("cuda_graph ignored: the torch engine runs on the CPU")
+        if cuda_graph and dev.is_cuda and compile:
+            self.notes.append("CUDA graphs captured by torch.compile (mode=reduce-overhead)")
         if precision == "fp16":
             from export.onnx_export import mixed_precision_model
 
@@ -159,6 +161,12 @@ class TorchEngine(Engine):
                     torch.cuda.synchronize(self._dev)
                 seconds = time.perf_counter() - start
         return seconds
+
+    def describe(self) -> str:
+        modes = [
+            m for m, on in (("compiled", self.compiled), ("CUDA graph", self.cuda_graph)) if on
+        ]
+        return f"{self.backend} ({', '.join([self.precision, self.device, *modes])})"
 
     # --- backend hooks -------------------------------------------------------------------------
 
