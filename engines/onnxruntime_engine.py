@@ -1,7 +1,7 @@
 """The ONNX Runtime backend: the exported graphs in ONNX Runtime sessions.
 
-Providers, in order of preference and only those this onnxruntime has: TensorRT EP, CUDA EP
-(on ``cuda`` devices), then the CPU EP. Sessions are tuned for latency: all graph
+Providers, in order of preference and only those this onnxruntime has: TensorRT EP (fp16
+only), CUDA EP (on ``cuda`` devices), then the CPU EP. Sessions are tuned for latency: all graph
 optimizations, sequential execution, one intra-op thread per physical core; the optimized model
 is cached (except with the TensorRT EP, whose compiled nodes cannot be saved; it caches its
 engines and timing cache itself, in the engine cache folder).
@@ -32,7 +32,7 @@ from export.errors import missing_dependency
 from export.iospec import DRIVING, GraphSpec, ModelIO
 
 from .base import Engine
-from .device import Device, pinned_zeros
+from .device import Device, cuda_available, pinned_zeros
 from .errors import EngineError, EngineWarning
 from .onnxruntime_providers import (
     CPU_EP,
@@ -65,8 +65,6 @@ log = logging.getLogger(__name__)
 
 
 def _cuda_visible() -> bool:
-    from .device import cuda_available
-
     return cuda_available()
 
 
@@ -339,9 +337,9 @@ def create_onnxruntime_engine(
     if gpu:
         preload_libraries(ort)
         probe_cuda(ort, dev)  # before exporting: a CPU-only wheel fails here, in a second
-        import torch
+        if cuda_available():
+            import torch
 
-        if torch.cuda.is_available():
             major, minor = torch.cuda.get_device_capability(dev.ordinal)
             gpu_name = f"{torch.cuda.get_device_name(dev.ordinal)} sm_{major}{minor}"
     onnx_paths, onnx_entry = onnx_artifacts(
