@@ -198,23 +198,29 @@ class OnnxRuntimeEngine(Engine):
             self._check_session(graph)
         self._location = "cuda" if dev.is_cuda else "cpu"
         self._device_id = dev.ordinal
-        # Host buffers: the driving frame going up and the frame graph's outputs coming back
-        # (pinned memory on the GPU: one DMA each way, one host copy per output).
-        self._pinned: list[Any] = []  # torch tensors that own pinned host memory
-        self._host: dict[str, np.ndarray] = {}
+        # Host buffers (page-locked on a GPU): the frame graph's outputs are bound to them, so
+        # ONNX Runtime copies each into its buffer at the end of a run; the driving frame is
+        # staged in one and uploaded into its device buffer (IOBinding copies an input from
+        # another device once, when it is bound, so inputs stay on the device).
+        self._pinned: list[Any] = []  # torch tensors that own page-locked host memory
+        self._host: dict[str, np.ndarray] = {}  # host arrays the bound OrtValues wrap
+        self._staging: dict[str, np.ndarray] = {}  # host staging of device inputs
         self._values: dict[str, Any] = {}
-        frame_host = {spec.name for spec in io.frame.outputs} | {DRIVING}
+        OrtValue = self._ort.OrtValue
+        frame_outputs = set(io.frame.output_names)
         for spec in (*io.avatar.inputs, *io.avatar.outputs, *io.frame.inputs, *io.frame.outputs):
             if spec.name in self._values:
                 continue
-            if self._location == "cpu" or spec.name in frame_host:
+            if self._location == "cpu" or spec.name in frame_outputs:
                 array = self._host_array(spec.shape)
                 self._host[spec.name] = array
-                self._values[spec.name] = self._ort.OrtValue.ortvalue_from_numpy(array)
+                self._values[spec.name] = OrtValue.ortvalue_from_numpy(array)
             else:
-                self._values[spec.name] = self._ort.OrtValue.ortvalue_from_shape_and_type(
+                self._values[spec.name] = OrtValue.ortvalue_from_shape_and_type(
                     spec.shape, np.float32, "cuda", self._device_id
                 )
+                if spec.name == DRIVING:
+                    self._staging[DRIVING] = self._host_array(spec.shape)
         self._bindings: dict[str, Any] = {}
         for graph in (io.avatar, io.frame):
             binding = self._sessions[graph.name].io_binding()
@@ -274,11 +280,16 @@ class OnnxRuntimeEngine(Engine):
     # --- backend hooks -------------------------------------------------------------------------
 
     def _to_device(self, name: str, array: np.ndarray) -> Any:
+        value = self._values[name]
         if name in self._host:
-            np.copyto(self._host[name], array)  # the one host copy; ORT uploads from here
+            np.copyto(self._host[name], array)  # CPU: the bound buffer itself
+        elif name in self._staging:
+            staging = self._staging[name]
+            np.copyto(staging, array)  # the one host copy, into page-locked memory
+            value.update_inplace(staging)  # one DMA up
         else:
-            self._values[name].update_inplace(array)
-        return self._values[name]
+            value.update_inplace(array)  # avatar and motion: once per change
+        return value
 
     def _to_host(self, name: str, handle: Any) -> np.ndarray:
         if name in self._host:
@@ -313,6 +324,7 @@ class OnnxRuntimeEngine(Engine):
         self._sessions.clear()
         self._values.clear()
         self._host.clear()
+        self._staging.clear()
         self._pinned.clear()
 
 

@@ -45,11 +45,18 @@ class FakeOrtValue:
 
 
 class FakeBinding:
-    def __init__(self):
+    """As ONNX Runtime's IOBinding: an input on another device than the session's is copied
+    to the session's device when it is bound (later changes to it are not seen); outputs bound
+    to another device are copied into at the end of each run."""
+
+    def __init__(self, device: str):
+        self.device = device
         self.inputs: dict[str, FakeOrtValue] = {}
         self.outputs: dict[str, FakeOrtValue | str] = {}
 
     def bind_ortvalue_input(self, name, value):
+        if value.device != self.device:
+            value = FakeOrtValue(value.data.copy(), self.device)
         self.inputs[name] = value
 
     def bind_ortvalue_output(self, name, value):
@@ -100,7 +107,8 @@ class FakeSession:
         return {name: dict(self._options.get(name, {})) for name in self._providers}
 
     def io_binding(self):
-        return FakeBinding()
+        gpu = any(p != "CPUExecutionProvider" for p in self._providers)
+        return FakeBinding("cuda" if gpu else "cpu")
 
     def run_with_iobinding(self, binding: FakeBinding):
         self.runs += 1
