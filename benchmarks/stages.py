@@ -60,7 +60,7 @@ class TorchStages:
         on_cuda = device.startswith("cuda")
 
         def settings() -> contextlib.AbstractContextManager[None]:
-            return cudnn_settings(precision == "fp32") if on_cuda else contextlib.nullcontext()
+            return cudnn_settings() if on_cuda else contextlib.nullcontext()
 
         self.settings = settings  # a fresh context per call, as the engine enters one per call
         with self.settings(), torch.inference_mode():

@@ -13,7 +13,7 @@ from pathlib import Path
 from export.config import ModelConfig
 
 from .base import Engine, FrameResult, KeypointArrays
-from .errors import EngineError
+from .errors import EngineError, EngineUsageError, EngineWarning
 from .options import BACKENDS, PRECISIONS, EngineOptions
 
 __all__ = [
@@ -22,6 +22,8 @@ __all__ = [
     "Engine",
     "EngineError",
     "EngineOptions",
+    "EngineUsageError",
+    "EngineWarning",
     "FrameResult",
     "KeypointArrays",
     "create_engine",

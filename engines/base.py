@@ -4,11 +4,14 @@ Lifecycle (as NVIDIA's Polygraphy runners): create from artifacts, run by named 
 Engines are context managers. Two levels of use:
 
 - :meth:`Engine.run` runs one graph of the I/O spec (:mod:`export.iospec`) on host arrays fed
-  and fetched by name.
+  and fetched by name, with buffers of its own (each backend's ``_run_once``).
 - The session API keeps the avatar's cached state on the device: :meth:`Engine.set_avatar`
   runs the avatar graph once and keeps its outputs; :meth:`Engine.set_motion` uploads the motion
   transfer once per reference frame; :meth:`Engine.animate` runs one frame graph call per frame
   and copies back only the frame and its keypoints.
+
+Calling them out of order (``animate()`` before ``set_avatar()``, anything after ``close()``)
+is a bug in the caller and raises :class:`~engines.errors.EngineUsageError` (a RuntimeError).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from export.iospec import (
 )
 from export.motion import MotionTransfer, absolute_motion
 
-from .errors import EngineError
+from .errors import EngineError, EngineUsageError
 
 
 @dataclass(frozen=True)
@@ -68,10 +71,10 @@ class Engine(ABC):
         self._state: dict[str, Any] = {}  # device handles of the frame graph's cached inputs
         self._closed = False
         self._avatar_set = False
-        # True inside run(): backends then use fresh buffers, so a one-off run never changes
-        # the avatar state and motion that the session API keeps on the device.
-        self._scratch = False
         self.selection_reason = f"{self.backend} backend"  # why it runs; set by create_engine
+        # What runs differently from the defaults, and why (modes, providers, fallbacks); each
+        # note is also in selection_reason.
+        self.notes: list[str] = []
 
     # --- what a backend implements -------------------------------------------------------
 
@@ -86,6 +89,11 @@ class Engine(ABC):
     @abstractmethod
     def _execute(self, graph: GraphSpec, feeds: Mapping[str, Any]) -> dict[str, Any]:
         """Run ``graph`` on device handles named by input; return device handles by output."""
+
+    @abstractmethod
+    def _run_once(self, graph: GraphSpec, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run ``graph`` on checked host arrays with buffers of its own (never the session's
+        fixed buffers, so the avatar state and motion stay as they are); return host arrays."""
 
     @abstractmethod
     def _release(self) -> None:
@@ -103,7 +111,7 @@ class Engine(ABC):
 
     def _check_open(self) -> None:
         if self._closed:
-            raise EngineError(f"the {self.backend} engine was closed; create a new one")
+            raise EngineUsageError(f"the {self.backend} engine was closed; create a new one")
 
     def _check_array(self, graph: GraphSpec, name: str, array: np.ndarray) -> np.ndarray:
         spec = graph.tensor(name)
@@ -118,15 +126,9 @@ class Engine(ABC):
     def run(self, graph: str, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run one graph on host arrays named as in the I/O spec; return its outputs by name.
 
-        Independent of the session API: the avatar state and motion it keeps are untouched.
+        Independent of the session API: it uses buffers of its own, so the avatar state and
+        motion that the session keeps are untouched.
         """
-        self._scratch = True
-        try:
-            return self._run_named(graph, feeds)
-        finally:
-            self._scratch = False
-
-    def _run_named(self, graph: str, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         self._check_open()
         spec = self.io.graph(graph)
         unknown = set(feeds) - set(spec.input_names)
@@ -136,12 +138,9 @@ class Engine(ABC):
                 f"graph '{graph}' takes inputs {spec.input_names}; missing {missing}, "
                 f"unknown {sorted(unknown)}"
             )
-        handles = {
-            name: self._to_device(name, self._check_array(spec, name, feeds[name]))
-            for name in spec.input_names
-        }
-        outputs = self._execute(spec, handles)
-        return {name: self._to_host(name, outputs[name]) for name in spec.output_names}
+        checked = {name: self._check_array(spec, name, feeds[name]) for name in spec.input_names}
+        outputs = self._run_once(spec, checked)
+        return {name: outputs[name] for name in spec.output_names}
 
     def set_avatar(self, avatar: np.ndarray) -> KeypointArrays:
         """Encode the avatar (B x C x H x W float32 in [0, 1]) once; its state stays on the
@@ -178,7 +177,7 @@ class Engine(ABC):
         """Animate one driving frame (B x C x H x W float32 in [0, 1]) with the cached avatar."""
         self._check_open()
         if not self._avatar_set:
-            raise EngineError("call set_avatar() before animate()")
+            raise EngineUsageError("animate() was called before set_avatar()")
         feeds = dict(self._state)
         feeds[DRIVING] = self._to_device(
             DRIVING, self._check_array(self.io.frame, DRIVING, driving)

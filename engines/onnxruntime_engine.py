@@ -1,21 +1,23 @@
 """The ONNX Runtime backend: the exported graphs in ONNX Runtime sessions.
 
-Providers, in order of preference and only those this onnxruntime has: TensorRT EP, CUDA EP
-(on ``cuda`` devices), then the CPU EP. Sessions are tuned for latency: all graph
+Providers, in order of preference and only those this onnxruntime has: TensorRT EP (fp16
+only), CUDA EP (on ``cuda`` devices), then the CPU EP. Sessions are tuned for latency: all graph
 optimizations, sequential execution, one intra-op thread per physical core; the optimized model
 is cached (except with the TensorRT EP, whose compiled nodes cannot be saved; it caches its
 engines and timing cache itself, in the engine cache folder).
 
-Every graph tensor has one buffer (an ``OrtValue``) allocated once, on the device, and both
-sessions are bound to them with I/O binding: the avatar graph writes the avatar state into the
-buffers the frame graph reads, the motion transfer is uploaded into its buffers once per
-reference frame, and per frame only the driving frame goes up (into its fixed buffer) and the
-frame and keypoints come back. :meth:`OnnxRuntimeEngine.run` uses separate, fresh buffers and
-leaves the session state alone.
+Every graph tensor has one buffer (an ``OrtValue``) allocated once, and both sessions are bound
+to them with I/O binding: the avatar graph writes the avatar state into the device buffers the
+frame graph reads, the motion transfer is uploaded into its buffers once per reference frame,
+and per frame only the driving frame goes up and the frame and keypoints come back, through
+fixed host buffers (page-locked on a GPU): one host copy in, one DMA each way, one host copy
+per output. :meth:`OnnxRuntimeEngine.run` uses buffers of its own and leaves the session state
+alone. Providers are chosen, proven and checked in :mod:`engines.onnxruntime_providers`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -27,26 +29,43 @@ from typing import Any
 import numpy as np
 
 from export.errors import missing_dependency
-from export.iospec import GraphSpec, ModelIO
+from export.iospec import DRIVING, GraphSpec, ModelIO
 
 from .base import Engine
-from .errors import EngineError
+from .device import Device, cuda_available, pinned_zeros
+from .errors import EngineError, EngineWarning
+from .onnxruntime_providers import (
+    CPU_EP,
+    CUDA_EP,
+    GPU_EPS,
+    TENSORRT_EP,
+    Providers,
+    check_session,
+    cpu_nodes_note,
+    placement,
+    preload_libraries,
+    probe_cuda,
+    profiled_options,
+    provider_list,
+    temporary_profile_dir,
+    tf32_disabled,
+)
+
+__all__ = [
+    "CPU_EP",
+    "CUDA_EP",
+    "GPU_EPS",
+    "TENSORRT_EP",
+    "OnnxRuntimeEngine",
+    "create_onnxruntime_engine",
+    "provider_list",
+]
 
 log = logging.getLogger(__name__)
 
-TENSORRT_EP = "TensorrtExecutionProvider"
-CUDA_EP = "CUDAExecutionProvider"
-CPU_EP = "CPUExecutionProvider"
-GPU_EPS = (TENSORRT_EP, CUDA_EP)
-
 
 def _cuda_visible() -> bool:
-    try:
-        import torch
-
-        return bool(torch.cuda.is_available())
-    except Exception:
-        return False
+    return cuda_available()
 
 
 def installed_distributions() -> list[str]:
@@ -107,52 +126,11 @@ def physical_cores() -> int:
     return max(1, len(cores))
 
 
-def _device_id(device: str) -> int:
-    return int(device.split(":", 1)[1]) if ":" in device else 0
-
-
-def provider_list(
-    ort: Any, device: str, precision: str, trt_cache: Path | None
-) -> list[tuple[str, dict[str, str]]]:
-    """Execution providers with options, in order of preference, for ``device``."""
-    available = set(ort.get_available_providers())
-    providers: list[tuple[str, dict[str, str]]] = []
-    if device.startswith("cuda"):
-        device_id = str(_device_id(device))
-        if TENSORRT_EP in available and trt_cache is not None:
-            providers.append(
-                (
-                    TENSORRT_EP,
-                    {
-                        "device_id": device_id,
-                        "trt_fp16_enable": "1" if precision == "fp16" else "0",
-                        "trt_engine_cache_enable": "1",
-                        "trt_engine_cache_path": str(trt_cache),
-                        "trt_timing_cache_enable": "1",
-                        "trt_timing_cache_path": str(trt_cache),
-                        "trt_max_workspace_size": str(4 << 30),
-                    },
-                )
-            )
-        if CUDA_EP in available:
-            providers.append(
-                (
-                    CUDA_EP,
-                    {
-                        "device_id": device_id,
-                        "cudnn_conv_algo_search": "EXHAUSTIVE",
-                        "do_copy_in_default_stream": "1",
-                        # TF32 convolutions cost ~1e-3 of accuracy: off for fp32 engines.
-                        "use_tf32": "0" if precision == "fp32" else "1",
-                    },
-                )
-            )
-    providers.append((CPU_EP, {}))
-    return providers
-
-
-def session_options(ort: Any, optimized_path: Path | None = None) -> Any:
-    """Latency-tuned session options; ``optimized_path`` saves the optimized model."""
+def session_options(
+    ort: Any, optimized_path: Path | None = None, profile_dir: Path | None = None
+) -> Any:
+    """Latency-tuned session options; ``optimized_path`` saves the optimized model;
+    ``profile_dir`` profiles the first run (to see which provider runs each node)."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -161,20 +139,24 @@ def session_options(ort: Any, optimized_path: Path | None = None) -> Any:
     options.log_severity_level = 3  # errors only: fallbacks are reported by this module
     if optimized_path is not None:
         options.optimized_model_filepath = str(optimized_path)
+    if profile_dir is not None:
+        profiled_options(options, profile_dir)
     return options
 
 
-def create_session(
-    ort: Any, model: Path, providers: list[tuple[str, dict[str, str]]], options: Any
-) -> Any:
+def create_session(ort: Any, model: Path, providers: Providers, options: Any) -> Any:
+    """An InferenceSession for ``model`` with ``providers``; TensorRT EP engines are built
+    without TF32 (see :func:`engines.onnxruntime_providers.tf32_disabled`)."""
     names = [name for name, _ in providers]
+    no_tf32 = tf32_disabled() if TENSORRT_EP in names else contextlib.nullcontext()
     try:
-        return ort.InferenceSession(
-            str(model),
-            sess_options=options,
-            providers=names,
-            provider_options=[opts for _, opts in providers],
-        )
+        with no_tf32:
+            return ort.InferenceSession(
+                str(model),
+                sess_options=options,
+                providers=names,
+                provider_options=[opts for _, opts in providers],
+            )
     except Exception as exc:
         raise EngineError(
             f"ONNX Runtime could not load {model.name} with providers {names}: "
@@ -183,32 +165,62 @@ def create_session(
 
 
 class OnnxRuntimeEngine(Engine):
-    """Runs the avatar and frame graphs in two ONNX Runtime sessions with I/O binding."""
+    """Runs the avatar and frame graphs in two ONNX Runtime sessions with I/O binding.
+
+    ``requested`` (the providers asked for) is compared with what each session runs
+    (:func:`~engines.onnxruntime_providers.check_session`); ``profiled`` sessions (GPU) are run
+    once at start and their node placement reported.
+    """
 
     backend = "onnxruntime"
 
-    def __init__(self, sessions: Mapping[str, Any], io: ModelIO, precision: str, device: str):
-        super().__init__(io, precision, device)
+    def __init__(
+        self,
+        sessions: Mapping[str, Any],
+        io: ModelIO,
+        precision: str,
+        device: str | Device,
+        requested: Providers | None = None,
+        profiled: bool = False,
+    ):
+        dev = Device.parse(str(device))
+        super().__init__(io, precision, str(dev))
         self._ort = import_onnxruntime()
         self._sessions = dict(sessions)  # by graph name
         self.providers = list(self._sessions[io.frame.name].get_providers())  # active EPs
-        on_gpu = device.startswith("cuda")
-        if on_gpu and not any(p in GPU_EPS for p in self.providers):
-            raise EngineError(
-                f"ONNX Runtime could not start a GPU execution provider (active: "
-                f"{self.providers}); install onnxruntime-gpu with matching CUDA/cuDNN libraries "
-                "(pip install 'avatarcam[gpu]') or use --device cpu"
-            )
-        self._location = "cuda" if on_gpu else "cpu"
-        self._device_id = _device_id(device) if on_gpu else 0
         for graph in (io.avatar, io.frame):
+            session = self._sessions[graph.name]
+            what = f"the {graph.name} graph"
+            if requested is not None:
+                self.notes.extend(check_session(session, requested, dev, what))
+            elif dev.is_cuda:
+                check_session(session, [], dev, what)
             self._check_session(graph)
-        # One fixed buffer per tensor name (the avatar state is shared by both graphs).
-        self._host: dict[str, np.ndarray] = {}  # CPU: numpy arrays the OrtValues wrap
+        self._location = "cuda" if dev.is_cuda else "cpu"
+        self._device_id = dev.ordinal
+        # Host buffers (page-locked on a GPU): the frame graph's outputs are bound to them, so
+        # ONNX Runtime copies each into its buffer at the end of a run; the driving frame is
+        # staged in one and uploaded into its device buffer (IOBinding copies an input from
+        # another device once, when it is bound, so inputs stay on the device).
+        self._pinned: list[Any] = []  # torch tensors that own page-locked host memory
+        self._host: dict[str, np.ndarray] = {}  # host arrays the bound OrtValues wrap
+        self._staging: dict[str, np.ndarray] = {}  # host staging of device inputs
         self._values: dict[str, Any] = {}
+        OrtValue = self._ort.OrtValue
+        frame_outputs = set(io.frame.output_names)
         for spec in (*io.avatar.inputs, *io.avatar.outputs, *io.frame.inputs, *io.frame.outputs):
-            if spec.name not in self._values:
-                self._values[spec.name] = self._allocate(spec.name, spec.shape)
+            if spec.name in self._values:
+                continue
+            if self._location == "cpu" or spec.name in frame_outputs:
+                array = self._host_array(spec.shape)
+                self._host[spec.name] = array
+                self._values[spec.name] = OrtValue.ortvalue_from_numpy(array)
+            else:
+                self._values[spec.name] = OrtValue.ortvalue_from_shape_and_type(
+                    spec.shape, np.float32, "cuda", self._device_id
+                )
+                if spec.name == DRIVING:
+                    self._staging[DRIVING] = self._host_array(spec.shape)
         self._bindings: dict[str, Any] = {}
         for graph in (io.avatar, io.frame):
             binding = self._sessions[graph.name].io_binding()
@@ -217,9 +229,41 @@ class OnnxRuntimeEngine(Engine):
             for name in graph.output_names:
                 binding.bind_ortvalue_output(name, self._values[name])
             self._bindings[graph.name] = binding
+        if profiled:
+            self._report_placement()
 
     def describe(self) -> str:
         return f"{self.backend} ({self.precision}, {self.device}, {', '.join(self.providers)})"
+
+    def _host_array(self, shape: tuple[int, ...]) -> np.ndarray:
+        """A zeroed float32 host array: page-locked when this engine runs on a GPU."""
+        if self._location == "cuda":
+            pinned = pinned_zeros(shape)
+            if pinned is not None:
+                self._pinned.append(pinned[1])
+                return pinned[0]
+            note = (
+                "host buffers are pageable (PyTorch has no CUDA here, so none can be pinned): "
+                "slower uploads and downloads"
+            )
+            if note not in self.notes:
+                self.notes.append(note)
+                warnings.warn(note, EngineWarning, stacklevel=3)
+        return np.zeros(shape, np.float32)
+
+    def _report_placement(self) -> None:
+        """Run both graphs once (warm-up) with profiling on and report nodes on the CPU."""
+        for graph in (self.io.avatar, self.io.frame):
+            session = self._sessions[graph.name]
+            session.run_with_iobinding(self._bindings[graph.name])
+            profile = Path(session.end_profiling())
+            try:
+                note = cpu_nodes_note(placement(profile), f"the {graph.name} graph")
+            finally:
+                profile.unlink(missing_ok=True)
+            if note is not None:
+                self.notes.append(note)
+                warnings.warn(note, EngineWarning, stacklevel=3)
 
     def _check_session(self, graph: GraphSpec) -> None:
         session = self._sessions[graph.name]
@@ -233,56 +277,55 @@ class OnnxRuntimeEngine(Engine):
                 f"outputs {outputs}; expected {want_in} -> {want_out}"
             )
 
-    def _allocate(self, name: str, shape: tuple[int, ...]) -> Any:
-        OrtValue = self._ort.OrtValue
-        if self._location == "cpu":
-            array = np.zeros(shape, np.float32)
-            self._host[name] = array
-            return OrtValue.ortvalue_from_numpy(array)  # shares the array's memory
-        return OrtValue.ortvalue_from_shape_and_type(shape, np.float32, "cuda", self._device_id)
-
     # --- backend hooks -------------------------------------------------------------------------
 
     def _to_device(self, name: str, array: np.ndarray) -> Any:
-        OrtValue = self._ort.OrtValue
-        if self._scratch:
-            if self._location == "cpu":
-                return OrtValue.ortvalue_from_numpy(array)
-            return OrtValue.ortvalue_from_numpy(array, "cuda", self._device_id)
         value = self._values[name]
-        if self._location == "cpu":
-            np.copyto(self._host[name], array)
+        if name in self._host:
+            np.copyto(self._host[name], array)  # CPU: the bound buffer itself
+        elif name in self._staging:
+            staging = self._staging[name]
+            np.copyto(staging, array)  # the one host copy, into page-locked memory
+            value.update_inplace(staging)  # one DMA up
         else:
-            value.update_inplace(array)
+            value.update_inplace(array)  # avatar and motion: once per change
         return value
 
     def _to_host(self, name: str, handle: Any) -> np.ndarray:
-        if self._location == "cpu" and not self._scratch and name in self._host:
+        if name in self._host:
             return self._host[name].copy()  # the fixed buffer is overwritten next call
-        return np.array(handle.numpy(), copy=True)
+        return handle.numpy()  # a device tensor: one download into a new array
 
     def _execute(self, graph: GraphSpec, feeds: Mapping[str, Any]) -> dict[str, Any]:
-        session = self._sessions[graph.name]
-        if self._scratch:
-            binding = session.io_binding()
-            for name in graph.input_names:
-                binding.bind_ortvalue_input(name, feeds[name])
-            for name in graph.output_names:
-                binding.bind_output(name, self._location, self._device_id)
-            session.run_with_iobinding(binding)
-            return dict(zip(graph.output_names, binding.get_outputs(), strict=True))
         for name in graph.input_names:
             # The session API feeds the fixed buffers; anything else is copied into them.
             if feeds[name] is not self._values[name]:
-                self._values[name].update_inplace(feeds[name])
-        session.run_with_iobinding(self._bindings[graph.name])
+                self._values[name].update_inplace(feeds[name].numpy())
+        self._sessions[graph.name].run_with_iobinding(self._bindings[graph.name])
         return {name: self._values[name] for name in graph.output_names}
+
+    def _run_once(self, graph: GraphSpec, feeds: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        OrtValue = self._ort.OrtValue
+        session = self._sessions[graph.name]
+        binding = session.io_binding()
+        for name in graph.input_names:
+            if self._location == "cpu":
+                value = OrtValue.ortvalue_from_numpy(feeds[name])
+            else:
+                value = OrtValue.ortvalue_from_numpy(feeds[name], "cuda", self._device_id)
+            binding.bind_ortvalue_input(name, value)
+        for name in graph.output_names:
+            binding.bind_output(name, "cpu")  # straight to fresh host arrays
+        session.run_with_iobinding(binding)
+        return dict(zip(graph.output_names, binding.copy_outputs_to_cpu(), strict=True))
 
     def _release(self) -> None:
         self._bindings.clear()
         self._sessions.clear()
         self._values.clear()
         self._host.clear()
+        self._staging.clear()
+        self._pinned.clear()
 
 
 def create_onnxruntime_engine(
@@ -293,89 +336,97 @@ def create_onnxruntime_engine(
     device: str,
     cache: Any,
 ) -> OnnxRuntimeEngine:
-    """Export (or reuse) the ONNX files, then load (or build and cache) the optimized models
-    for this device's providers, and start the engine."""
+    """Check that the device's providers load, export (or reuse) the ONNX files, then load (or
+    build and cache) the optimized models for them, and start the engine."""
     from export.onnx_export import model_slug
 
     from .cache import CacheEntry, cpu_name, key_digest, onnx_artifacts, package_version
 
     ort = import_onnxruntime()
+    dev = Device.parse(device)
+    gpu = dev.is_cuda
+    gpu_name = ""
+    if gpu:
+        preload_libraries(ort)
+        probe_cuda(ort, dev)  # before exporting: a CPU-only wheel fails here, in a second
+        if cuda_available():
+            import torch
+
+            major, minor = torch.cuda.get_device_capability(dev.ordinal)
+            gpu_name = f"{torch.cuda.get_device_name(dev.ordinal)} sm_{major}{minor}"
     onnx_paths, onnx_entry = onnx_artifacts(
         cache, checkpoint, config, io.resolution, io.batch, precision
     )
-    gpu = device.startswith("cuda")
-    gpu_name = ""
-    if gpu:
-        import torch
-
-        if torch.cuda.is_available():
-            index = _device_id(device)
-            major, minor = torch.cuda.get_device_capability(index)
-            gpu_name = f"{torch.cuda.get_device_name(index)} sm_{major}{minor}"
     trt_cache = None
-    if gpu and TENSORRT_EP in ort.get_available_providers():
+    if gpu and precision == "fp16" and TENSORRT_EP in ort.get_available_providers():
         trt_key = {"onnx": onnx_entry.digest, "onnxruntime": ort.__version__, "gpu": gpu_name}
         trt_cache = cache.root / "onnxruntime-tensorrt" / key_digest(trt_key)
         trt_cache.mkdir(parents=True, exist_ok=True)
-    providers = provider_list(ort, device, precision, trt_cache)
+    providers = provider_list(ort, dev, precision, trt_cache)
     names = [name for name, _ in providers]
     sessions: dict[str, Any] = {}
-    if TENSORRT_EP in names:
-        # Compiled TensorRT nodes cannot be saved as an optimized model; the EP caches its
-        # engines in trt_cache instead. The first start builds them (minutes).
-        print(
-            "avatarcam: ONNX Runtime's TensorRT provider is building engines (minutes on the "
-            "first start; cached afterwards) ...",
-            file=sys.stderr,
-            flush=True,
-        )
-        for graph, path in onnx_paths.items():
-            sessions[graph] = create_session(ort, path, providers, session_options(ort))
-        return OnnxRuntimeEngine(sessions, io, precision, device)
+    with contextlib.ExitStack() as stack:
+        profile_dir = Path(stack.enter_context(temporary_profile_dir())) if gpu else None
 
-    key = {
-        "onnx": onnx_entry.digest,
-        "onnxruntime": ort.__version__,
-        "onnxruntime_distributions": installed_distributions(),
-        "providers": providers,
-        "cpu": cpu_name(),
-        "gpu": gpu_name,
-        "optimization": "ORT_ENABLE_ALL",
-        "numpy": package_version("numpy"),
-    }
-    files = {graph: f"{graph}.optimized.onnx" for graph in onnx_paths}
+        def start() -> OnnxRuntimeEngine:
+            return OnnxRuntimeEngine(sessions, io, precision, dev, providers, profiled=gpu)
 
-    def build(folder: Path) -> None:
-        for graph, path in onnx_paths.items():
-            options = session_options(ort, folder / files[graph])
-            session = create_session(ort, path, providers, options)
-            active = session.get_providers()
-            if gpu and not any(p in GPU_EPS for p in active):
-                # Do not cache a model optimized for the CPU under the GPU's key.
-                raise EngineError(
-                    f"ONNX Runtime could not start a GPU execution provider (active: {active}); "
-                    "install onnxruntime-gpu with matching CUDA/cuDNN libraries (pip install "
-                    "'avatarcam[gpu]') or use --device cpu"
-                )
-            sessions[graph] = session
-
-    def load(entry: CacheEntry) -> None:
-        for graph in onnx_paths:
-            if graph not in sessions:
+        if TENSORRT_EP in names:
+            # Compiled TensorRT nodes cannot be saved as an optimized model; the EP caches its
+            # engines in trt_cache instead. The first start builds them (minutes).
+            print(
+                "avatarcam: ONNX Runtime's TensorRT provider is building engines (minutes on "
+                "the first start; cached afterwards) ...",
+                file=sys.stderr,
+                flush=True,
+            )
+            for graph, path in onnx_paths.items():
                 sessions[graph] = create_session(
-                    ort, entry.file(files[graph]), providers, session_options(ort)
+                    ort, path, providers, session_options(ort, None, profile_dir)
                 )
+            return start()
 
-    label = (
-        f"{model_slug(config)}-{io.resolution}px-b{io.batch}-{precision}-{'gpu' if gpu else 'cpu'}"
-    )
-    what = "ONNX Runtime optimized model"
-    entry = cache.get_or_build("onnxruntime", label, key, list(files.values()), build, what)
-    try:
-        load(entry)  # nothing to do when this call built the sessions
-    except EngineError as exc:
-        cache.discard(entry, str(exc), what)
-        sessions.clear()
+        key = {
+            "onnx": onnx_entry.digest,
+            "onnxruntime": ort.__version__,
+            "onnxruntime_distributions": installed_distributions(),
+            "providers": providers,
+            "cpu": cpu_name(),
+            "gpu": gpu_name,
+            "optimization": "ORT_ENABLE_ALL",
+            "numpy": package_version("numpy"),
+        }
+        files = {graph: f"{graph}.optimized.onnx" for graph in onnx_paths}
+
+        def build(folder: Path) -> None:
+            for graph, path in onnx_paths.items():
+                options = session_options(ort, folder / files[graph], profile_dir)
+                session = create_session(ort, path, providers, options)
+                # Do not cache a model optimized for another provider under this key.
+                check_session(session, providers, dev, f"the {graph} graph")
+                sessions[graph] = session
+
+        def load(entry: CacheEntry) -> None:
+            for graph in onnx_paths:
+                if graph not in sessions:
+                    sessions[graph] = create_session(
+                        ort,
+                        entry.file(files[graph]),
+                        providers,
+                        session_options(ort, None, profile_dir),
+                    )
+
+        label = (
+            f"{model_slug(config)}-{io.resolution}px-b{io.batch}-{precision}-"
+            f"{'gpu' if gpu else 'cpu'}"
+        )
+        what = "ONNX Runtime optimized model"
         entry = cache.get_or_build("onnxruntime", label, key, list(files.values()), build, what)
-        load(entry)
-    return OnnxRuntimeEngine(sessions, io, precision, device)
+        try:
+            load(entry)  # nothing to do when this call built the sessions
+        except EngineError as exc:
+            cache.discard(entry, str(exc), what)
+            sessions.clear()
+            entry = cache.get_or_build("onnxruntime", label, key, list(files.values()), build, what)
+            load(entry)
+        return start()

@@ -18,4 +18,5 @@ class EngineOptions:
     device: str = "auto"  # cpu, cuda, cuda:N, or auto (CUDA when available)
     batch: int = 1  # frames per call
     cuda_graph: bool = False  # capture the frame call in a CUDA graph where supported
+    compile: bool = False  # torch backend: torch.compile (inductor, CUDA graphs, static shapes)
     cache_dir: Path | None = None  # where built ONNX/TensorRT artifacts live (None: user cache)

@@ -29,6 +29,7 @@ from export.errors import CheckpointError, ConfigError, MissingDependencyError
 from export.iospec import model_io
 
 from .base import Engine
+from .device import Device, check_device
 from .errors import EngineError
 from .options import BACKENDS, PRECISIONS, EngineOptions
 
@@ -63,9 +64,9 @@ class Attempt:
 
 
 def _cuda_available() -> bool:
-    import torch
+    from .device import cuda_available
 
-    return bool(torch.cuda.is_available())
+    return cuda_available()
 
 
 def _installed(module: str) -> bool:
@@ -79,9 +80,7 @@ def _devices(device: str) -> list[str]:
     """Devices to try for ``--device``: auto means the GPU (if any), then the CPU."""
     if device == "auto":
         return ["cuda", "cpu"] if _cuda_available() else ["cpu"]
-    if device == "cpu" or device.startswith("cuda"):
-        return [device]
-    raise EngineError(f"unknown device '{device}': expected cpu, cuda, cuda:N or auto")
+    return [str(Device.parse(device))]
 
 
 def candidates(options: EngineOptions) -> list[tuple[str, str]]:
@@ -101,6 +100,14 @@ def candidates(options: EngineOptions) -> list[tuple[str, str]]:
 def precheck(backend: str, device: str, precision: str) -> Attempt | None:
     """Why ``backend`` cannot run on ``device`` at ``precision`` here, before trying it."""
     gpu = device.startswith("cuda")
+    if gpu and _cuda_available():
+        from .device import cuda_device_count
+
+        count = cuda_device_count()
+        if count and Device.parse(device).ordinal >= count:
+            return Attempt(
+                backend, device, f"no such GPU (PyTorch sees {count})", "use --device cuda:0"
+            )
     if backend == "tensorrt":
         if not gpu:
             return Attempt(backend, device, "TensorRT runs on NVIDIA GPUs only", _FIX["tensorrt"])
@@ -151,7 +158,14 @@ def _start(
         from .torch_engine import create_torch_engine
 
         return create_torch_engine(
-            checkpoint, config, io, options.precision, device, options.cuda_graph
+            checkpoint,
+            config,
+            io,
+            options.precision,
+            device,
+            options.cuda_graph,
+            _torch_compile(options),
+            cache,
         )
     if backend == "onnxruntime":
         from .onnxruntime_engine import create_onnxruntime_engine
@@ -166,6 +180,13 @@ def _start(
             checkpoint, config, io, options.precision, device, cache, options.cuda_graph
         )
     raise EngineError(f"unknown backend '{backend}': expected one of {BACKENDS}")
+
+
+def _torch_compile(options: EngineOptions) -> bool | None:
+    """--compile compiles; --backend auto compiles only where measured faster (None)."""
+    if options.compile:
+        return True
+    return None if options.backend == "auto" else False
 
 
 def _why(backend: str, device: str) -> str:
@@ -185,6 +206,7 @@ def validate_options(options: EngineOptions) -> None:
         raise EngineError(f"unknown precision '{options.precision}': expected one of {PRECISIONS}")
     if options.batch < 1:
         raise EngineError(f"batch must be at least 1, got {options.batch}")
+    check_device(options.device)
 
 
 def create(checkpoint: str | Path, config: ModelConfig, options: EngineOptions) -> Engine:
@@ -216,7 +238,7 @@ def create(checkpoint: str | Path, config: ModelConfig, options: EngineOptions) 
                 )
             )
             continue
-        engine.selection_reason = _reason(options, backend, device, failed)
+        engine.selection_reason = _reason(options, backend, device, failed, engine.notes)
         log.info("engine: %s", engine.selection_reason)
         return engine
     requested = "any backend" if options.backend == "auto" else f"the {options.backend} backend"
@@ -231,11 +253,19 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _reason(options: EngineOptions, backend: str, device: str, failed: list[Attempt]) -> str:
+def _reason(
+    options: EngineOptions,
+    backend: str,
+    device: str,
+    failed: list[Attempt],
+    engine_notes: list[str] | None = None,
+) -> str:
     how = "picked by --backend auto" if options.backend == "auto" else "requested"
     text = f"{backend} on {device} ({options.precision}), {how}"
     if options.backend == "auto":
         text += f": {_why(backend, device)}"
+    if engine_notes:
+        text += "; " + "; ".join(engine_notes)
     if failed:
         text += "; not used: " + "; ".join(
             f"{a.backend} on {a.device} ({a.reason})" for a in failed

@@ -1,17 +1,22 @@
 """The TensorRT backend: serialized engines (built by :mod:`export.tensorrt_build`, cached by
 :mod:`engines.cache`) run with ``IExecutionContext.execute_async_v3`` on one CUDA stream.
 
-Device memory is PyTorch CUDA tensors, allocated once: one buffer per tensor name of the I/O
-spec, so the avatar engine writes the avatar state straight into the buffers the frame engine
-reads (no copies), and every tensor address is set on the execution contexts once. Per frame:
-the driving frame is copied into a pinned host buffer and uploaded asynchronously, the frame
-engine is enqueued (or its captured CUDA graph replayed, with ``cuda_graph``), and the frame
-and keypoints are copied back into pinned host buffers; then one stream synchronization.
+Device memory is allocated once, on the engine's stream (so the zero-fill is ordered before
+every use): one buffer per tensor name of the I/O spec, so the avatar engine writes the avatar
+state straight into the buffers the frame engine reads (no copies), and every tensor address is
+set on the execution contexts once. Host data goes through page-locked staging buffers: per
+frame the driving frame is copied into its pinned buffer and uploaded asynchronously, the frame
+engine is enqueued (or its captured CUDA graph replayed, with ``cuda_graph``), and the frame and
+keypoints are copied back into pinned buffers; then one stream synchronization and one host
+copy per output. A refused enqueue during CUDA-graph capture (which would replay an empty graph)
+falls back to plain enqueues, with a warning. CUDA is reached through
+:class:`engines.cuda_runtime.TorchCuda`.
 """
 
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
@@ -19,10 +24,12 @@ from typing import Any
 
 import numpy as np
 
-from export.iospec import DRIVING, GraphSpec, ModelIO
+from export.iospec import AVATAR_JACOBIAN, AVATAR_KP, DRIVING, GraphSpec, ModelIO
 
 from .base import Engine
-from .errors import EngineError
+from .cuda_runtime import cuda_runtime
+from .device import Device
+from .errors import EngineError, EngineWarning
 
 log = logging.getLogger(__name__)
 
@@ -38,18 +45,8 @@ def import_tensorrt() -> Any:
 
 
 def require_cuda(device: str) -> Any:
-    """torch with a usable CUDA device, or an EngineError saying what is missing."""
-    import torch
-
-    if not torch.cuda.is_available():
-        raise EngineError(
-            "the tensorrt backend needs an NVIDIA GPU with a working driver and a CUDA build of "
-            f"PyTorch; PyTorch {torch.__version__} sees no CUDA device. Use --backend "
-            "onnxruntime (CPU) or install the NVIDIA driver and a CUDA build of PyTorch."
-        )
-    if not device.startswith("cuda"):
-        raise EngineError(f"the tensorrt backend runs on CUDA devices only, not '{device}'")
-    return torch
+    """The CUDA runtime for ``device``, or an EngineError saying what is missing."""
+    return cuda_runtime(Device.parse(device))
 
 
 class TensorRTEngine(Engine):
@@ -64,21 +61,26 @@ class TensorRTEngine(Engine):
         precision: str,
         device: str = "cuda",
         cuda_graph: bool = False,
+        cuda: Any = None,
     ):
-        torch = require_cuda(device)
+        dev = Device.parse(device)
+        cuda = cuda if cuda is not None else cuda_runtime(dev)
         trt = import_tensorrt()
-        super().__init__(io, precision, device)
+        super().__init__(io, precision, str(dev))
         self.cuda_graph = cuda_graph  # capture the frame enqueue in a CUDA graph
-        self._torch = torch
+        self._cuda = cuda
         self._trt = trt
-        self._dev = torch.device(device)
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
         self._engines: dict[str, Any] = {}
         self._contexts: dict[str, Any] = {}
         self._graph: Any = None  # the captured CUDA graph of the frame enqueue
-        with torch.cuda.device(self._dev):
-            self._stream = torch.cuda.Stream(device=self._dev)
+        self._stream: Any = None
+        self._buffers: dict[str, Any] = {}
+        self._host_in: dict[str, Any] = {}
+        self._host_out: dict[str, Any] = {}
+        with cuda.on_device():
+            self._stream = cuda.new_stream()
             for graph in (io.avatar, io.frame):
                 engine = self._runtime.deserialize_cuda_engine(
                     Path(engine_paths[graph.name]).read_bytes()
@@ -98,26 +100,22 @@ class TensorRTEngine(Engine):
                     )
                 self._engines[graph.name] = engine
                 self._contexts[graph.name] = context
-            # One device buffer per tensor name, shared by both engines.
-            self._buffers: dict[str, Any] = {}
-            for spec in (
-                *io.avatar.inputs,
-                *io.avatar.outputs,
-                *io.frame.inputs,
-                *io.frame.outputs,
-            ):
-                if spec.name not in self._buffers:
-                    self._buffers[spec.name] = torch.zeros(
-                        spec.shape, dtype=torch.float32, device=self._dev
-                    )
-            # Pinned host buffers: the driving frame going up, the frame outputs coming back.
-            self._driving_host = torch.empty(
-                io.frame.tensor(DRIVING).shape, dtype=torch.float32, pin_memory=True
-            )
-            self._host_out = {
-                t.name: torch.empty(t.shape, dtype=torch.float32, pin_memory=True)
-                for t in io.frame.outputs
-            }
+            specs = (*io.avatar.inputs, *io.avatar.outputs, *io.frame.inputs, *io.frame.outputs)
+            with cuda.on_stream(self._stream):
+                # One device buffer per tensor name, shared by both engines, zero-filled on
+                # the stream that uses them.
+                for spec in specs:
+                    if spec.name not in self._buffers:
+                        self._buffers[spec.name] = cuda.zeros(spec.shape)
+            # Page-locked staging: every input going up, every output coming back to the host.
+            for spec in (*io.avatar.inputs, *io.frame.inputs):
+                self._host_in.setdefault(spec.name, cuda.pinned(spec.shape))
+            for spec in io.frame.outputs:
+                self._host_out[spec.name] = cuda.pinned(spec.shape)
+            for name in (AVATAR_KP, AVATAR_JACOBIAN):
+                if name in io.avatar.output_names:
+                    self._host_out[name] = cuda.pinned(io.avatar.tensor(name).shape)
+            self._stream.synchronize()
         for graph in (io.avatar, io.frame):
             self._bind(graph, self._buffers)
 
@@ -153,90 +151,107 @@ class TensorRTEngine(Engine):
             if not context.set_tensor_address(name, buffers[name].data_ptr()):
                 raise EngineError(f"TensorRT refused the address of tensor '{name}'")
 
+    def _enqueue(self, graph: str) -> None:
+        if not self._contexts[graph].execute_async_v3(self._stream.cuda_stream):
+            raise EngineError(
+                f"TensorRT failed to run the {graph} engine (see the TensorRT messages above)"
+            )
+
     # --- backend hooks -------------------------------------------------------------------------
 
     def _to_device(self, name: str, array: np.ndarray) -> Any:
-        torch = self._torch
-        source = torch.from_numpy(array)
-        with torch.cuda.stream(self._stream):
-            if self._scratch:
-                return source.to(self._dev, non_blocking=False)
-            if name == DRIVING:
-                self._driving_host.copy_(source)  # host memcpy into pinned memory
-                self._buffers[name].copy_(self._driving_host, non_blocking=True)
-            else:
-                self._buffers[name].copy_(source)
+        staging = self._host_in[name]
+        staging.numpy()[...] = array  # the one host copy, into page-locked memory
+        with self._cuda.on_device(), self._cuda.on_stream(self._stream):
+            self._buffers[name].copy_(staging, non_blocking=True)
+        if name != DRIVING:
+            # Avatar and motion uploads are rare: finish them before the staging buffer can
+            # be written again (the driving frame's is reused only after a synchronized frame).
+            self._stream.synchronize()
         return self._buffers[name]
 
     def _to_host(self, name: str, handle: Any) -> np.ndarray:
-        if handle.device.type == "cpu":
-            return handle.numpy().copy()  # pinned buffers are reused next frame
-        self._stream.synchronize()
-        return handle.cpu().numpy()
+        if name in self._host_out:
+            return self._host_out[name].numpy().copy()  # staged; reused by the next call
+        with self._cuda.on_device():
+            self._stream.synchronize()
+            return handle.cpu().numpy()
 
     def _execute(self, graph: GraphSpec, feeds: Mapping[str, Any]) -> dict[str, Any]:
-        torch = self._torch
-        context = self._contexts[graph.name]
-        stream = self._stream
-        with torch.cuda.device(self._dev), torch.cuda.stream(stream):
-            if self._scratch:
-                buffers = dict(feeds)
-                for spec in graph.outputs:
-                    buffers[spec.name] = torch.empty(
-                        spec.shape, dtype=torch.float32, device=self._dev
-                    )
-                self._bind(graph, buffers)
-                try:
-                    if not context.execute_async_v3(stream.cuda_stream):
-                        raise EngineError(f"TensorRT failed to run the {graph.name} engine")
-                    stream.synchronize()
-                finally:
-                    self._bind(graph, self._buffers)
-                return {name: buffers[name] for name in graph.output_names}
+        cuda = self._cuda
+        with cuda.on_device(), cuda.on_stream(self._stream):
             for name in graph.input_names:
                 if feeds[name] is not self._buffers[name]:
                     self._buffers[name].copy_(feeds[name], non_blocking=True)
             if graph.name == self.io.frame.name and self.cuda_graph:
-                self._replay(context)
-            elif not context.execute_async_v3(stream.cuda_stream):
-                raise EngineError(f"TensorRT failed to run the {graph.name} engine")
-            if graph.name != self.io.frame.name:
-                stream.synchronize()
-                return {name: self._buffers[name] for name in graph.output_names}
+                self._replay()
+            else:
+                self._enqueue(graph.name)
             for name in graph.output_names:
-                self._host_out[name].copy_(self._buffers[name], non_blocking=True)
-            stream.synchronize()
-        return {name: self._host_out[name] for name in graph.output_names}
+                if name in self._host_out:
+                    self._host_out[name].copy_(self._buffers[name], non_blocking=True)
+            self._stream.synchronize()
+        return {name: self._buffers[name] for name in graph.output_names}
 
-    def _replay(self, context: Any) -> None:
-        """Replay the captured enqueue; capture it on first use (after one plain run, which
-        TensorRT needs before capture). Falls back to plain enqueues if capture fails."""
-        torch = self._torch
-        stream = self._stream
-        if self._graph is None:
-            if not context.execute_async_v3(stream.cuda_stream):
-                raise EngineError("TensorRT failed to run the frame engine")
-            stream.synchronize()
-            graph = torch.cuda.CUDAGraph()
+    def _run_once(self, graph: GraphSpec, feeds: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        cuda = self._cuda
+        torch = getattr(cuda, "torch", None)
+        with cuda.on_device(), cuda.on_stream(self._stream):
+            buffers = {}
+            for spec in (*graph.inputs, *graph.outputs):
+                buffers[spec.name] = cuda.zeros(spec.shape)
+            for name in graph.input_names:
+                source = torch.from_numpy(feeds[name]) if torch is not None else feeds[name]
+                buffers[name].copy_(source)
+            self._bind(graph, buffers)
             try:
-                with torch.cuda.graph(graph, stream=stream):
-                    context.execute_async_v3(stream.cuda_stream)
+                self._enqueue(graph.name)
+                self._stream.synchronize()
+            finally:
+                self._bind(graph, self._buffers)
+            return {name: buffers[name].cpu().numpy() for name in graph.output_names}
+
+    def _replay(self) -> None:
+        """Replay the captured frame enqueue; capture it on first use (after one plain run,
+        which TensorRT needs before capture). A capture that raises, or an enqueue TensorRT
+        refuses while capturing (the graph would be empty and every frame would repeat the
+        last output), falls back to plain enqueues with a warning."""
+        if self._graph is None:
+            self._enqueue(self.io.frame.name)  # this frame's result; TensorRT's warm-up
+            self._stream.synchronize()
+            graph = self._cuda.new_graph()
+            context = self._contexts[self.io.frame.name]
+            problem = None
+            try:
+                with self._cuda.capture(graph, self._stream):
+                    if not context.execute_async_v3(self._stream.cuda_stream):
+                        problem = "TensorRT refused the enqueue while capturing"
             except Exception as exc:
-                log.warning(
-                    "CUDA graph capture of the TensorRT frame engine failed (%s); "
-                    "running without it",
-                    exc,
+                problem = f"{type(exc).__name__}: {exc}"
+            if problem is not None:
+                message = (
+                    f"CUDA graph capture of the TensorRT frame engine failed ({problem}); "
+                    "running with plain enqueues"
                 )
+                warnings.warn(message, EngineWarning, stacklevel=4)
+                self.notes.append(message)
                 self.cuda_graph = False
                 return
             self._graph = graph
+            log.info("captured the TensorRT frame enqueue in a CUDA graph")
+            return
         self._graph.replay()
 
     def _release(self) -> None:
+        if self._stream is not None:
+            # Enqueued work may still read or write the buffers: finish it before freeing.
+            with self._cuda.on_device():
+                self._stream.synchronize()
         self._graph = None
         self._contexts.clear()
         self._engines.clear()
         self._buffers = {}
+        self._host_in = {}
         self._host_out = {}
 
 
@@ -256,11 +271,10 @@ def create_tensorrt_engine(
 
     from .cache import onnx_artifacts
 
-    torch = require_cuda(device)
+    cuda = require_cuda(device)
     trt = import_tensorrt()
-    index = int(device.split(":", 1)[1]) if ":" in device else torch.cuda.current_device()
-    gpu = torch.cuda.get_device_name(index)
-    capability = "sm_{}{}".format(*torch.cuda.get_device_capability(index))
+    gpu = cuda.name()
+    capability = cuda.capability()
     onnx_paths, onnx_entry = onnx_artifacts(
         cache, checkpoint, config, io.resolution, io.batch, precision
     )
@@ -277,7 +291,7 @@ def create_tensorrt_engine(
     timing = f"tensorrt/timing-{trt.__version__}-{slug}-{capability}.cache"
 
     def build(folder: Path) -> None:
-        with torch.cuda.device(index), cache.locked_file(timing, "the TensorRT timing cache") as tc:
+        with cuda.on_device(), cache.locked_file(timing, "the TensorRT timing cache") as tc:
             for graph, path in onnx_paths.items():
                 build_engine(path, folder / files[graph], settings, tc)
 
@@ -286,9 +300,9 @@ def create_tensorrt_engine(
     entry = cache.get_or_build("tensorrt", label, key, list(files.values()), build, what)
     paths = {graph: entry.file(name) for graph, name in files.items()}
     try:
-        return TensorRTEngine(paths, io, precision, device, cuda_graph)
+        return TensorRTEngine(paths, io, precision, device, cuda_graph, cuda)
     except EngineLoadError as exc:
         cache.discard(entry, str(exc), what)
         entry = cache.get_or_build("tensorrt", label, key, list(files.values()), build, what)
         paths = {graph: entry.file(name) for graph, name in files.items()}
-        return TensorRTEngine(paths, io, precision, device, cuda_graph)
+        return TensorRTEngine(paths, io, precision, device, cuda_graph, cuda)

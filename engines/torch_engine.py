@@ -1,16 +1,25 @@
-"""The PyTorch backend: the exportable graphs run eagerly, on CPU or CUDA.
+"""The PyTorch backend: the exportable graphs run eagerly or compiled, on CPU or CUDA.
 
 fp16 (CUDA only) runs :func:`export.onnx_export.mixed_precision_model`, the same mixed
 precision as the exported fp16 graphs: convolution stacks in half, keypoints and motion math in
-float32, I/O float32. fp32 on CUDA disables TF32 convolutions while the engine runs (they would
-cost about 1e-3 of accuracy). With ``cuda_graph`` the frame call is captured once in a CUDA
-graph over static input/output buffers and replayed per frame.
+float32, I/O float32. Float32 layers never use TF32, in fp32 and fp16 alike (as the other
+backends): TF32 convolutions would cost about 1e-3 of accuracy. With ``cuda_graph`` the frame
+call is captured once in a CUDA graph over static input/output buffers and replayed per frame;
+a capture that fails falls back to eager calls, with a warning.
+
+With ``compile`` the graphs run through ``torch.compile`` (inductor, static shapes): CUDA
+graphs on the GPU (``mode="reduce-overhead"``), ``"max-autotune-no-cudagraphs"`` on the CPU.
+Compiling happens once, at creation (a warm-up call of each graph); inductor's own cache lives
+in the engine cache folder, so later starts reuse the generated kernels.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import time
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -24,51 +33,49 @@ from export.iospec import GraphSpec, ModelIO, model_io
 from export.model import FOMM
 
 from .base import Engine
-from .errors import EngineError
+from .device import Device, resolve
+from .errors import EngineWarning
 
 log = logging.getLogger(__name__)
 
-
-def resolve_device(device: str) -> str:
-    """'auto' -> 'cuda' when a CUDA GPU is usable, else 'cpu'; validates explicit choices."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise EngineError(
-            f"--device {device} was requested but PyTorch sees no CUDA GPU (torch "
-            f"{torch.__version__}). Install a CUDA build of PyTorch and an NVIDIA driver, or "
-            "use --device cpu."
-        )
-    if device != "cpu" and not device.startswith("cuda"):
-        raise EngineError(f"unknown device '{device}': expected cpu, cuda, cuda:N or auto")
-    if device.startswith("cuda:"):
-        index = device.split(":", 1)[1]
-        if not index.isdigit() or int(index) >= torch.cuda.device_count():
-            raise EngineError(
-                f"--device {device}: no such GPU (PyTorch sees {torch.cuda.device_count()}); "
-                "use cuda or cuda:0 .. cuda:N-1"
-            )
-    return device
+COMPILE_MODES = {"cuda": "reduce-overhead", "cpu": "max-autotune-no-cudagraphs"}
 
 
 @contextlib.contextmanager
-def cudnn_settings(fp32: bool) -> Iterator[None]:
-    """cuDNN autotuning on (static shapes), and no TF32 convolutions for fp32 engines; the
-    process-wide flags are restored on exit."""
+def cudnn_settings() -> Iterator[None]:
+    """cuDNN autotuning on (static shapes), and no TF32 in float32 convolutions and matrix
+    products (fp32 engines and the float32 parts of fp16 engines). The process-wide flags are
+    restored on exit. Uses the ``fp32_precision`` API where this torch has it and never reads
+    the legacy ``allow_tf32`` flags then: reading them raises once anything in the process has
+    used the new API."""
     cudnn = torch.backends.cudnn
-    saved = (cudnn.benchmark, cudnn.allow_tf32)
+    conv = getattr(cudnn, "conv", None)
+    matmul = torch.backends.cuda.matmul
+    saved_benchmark = cudnn.benchmark
     cudnn.benchmark = True
-    if fp32:
-        cudnn.allow_tf32 = False
+    if conv is not None and hasattr(conv, "fp32_precision"):
+        saved = (conv.fp32_precision, matmul.fp32_precision)
+        conv.fp32_precision = "ieee"
+        matmul.fp32_precision = "ieee"
+        try:
+            yield
+        finally:
+            conv.fp32_precision, matmul.fp32_precision = saved
+            cudnn.benchmark = saved_benchmark
+        return
+    saved_legacy = (cudnn.allow_tf32, matmul.allow_tf32)
+    cudnn.allow_tf32 = False
+    matmul.allow_tf32 = False
     try:
         yield
     finally:
-        cudnn.benchmark, cudnn.allow_tf32 = saved
+        cudnn.allow_tf32, matmul.allow_tf32 = saved_legacy
+        cudnn.benchmark = saved_benchmark
 
 
 class TorchEngine(Engine):
     """Runs :class:`export.graphs.AvatarGraph` and :class:`~export.graphs.FrameGraph` in
-    PyTorch."""
+    PyTorch. ``device`` must be a valid device (see :func:`engines.device.resolve`)."""
 
     backend = "torch"
 
@@ -77,104 +84,193 @@ class TorchEngine(Engine):
         model: FOMM,
         io: ModelIO | None = None,
         precision: str = "fp32",
-        device: str = "cpu",
+        device: str | Device = "cpu",
         cuda_graph: bool = False,
+        compile: bool = False,
     ):
-        device = resolve_device(device)
+        dev = Device.parse(str(device))
         if precision not in ("fp32", "fp16"):
-            raise EngineError(f"unknown precision '{precision}': expected fp32 or fp16")
-        on_cuda = device.startswith("cuda")
-        if precision == "fp16" and not on_cuda:
-            raise EngineError(
+            raise ValueError(f"unknown precision '{precision}': expected fp32 or fp16")
+        if precision == "fp16" and not dev.is_cuda:
+            raise ValueError(
                 "the torch backend runs fp16 on CUDA only (half-precision convolutions are slow "
-                "or unsupported on CPU); use --precision fp32, a GPU, or --backend onnxruntime"
+                "or unsupported on CPU); selection refuses this combination"
             )
         io = io or model_io(model.config)
-        super().__init__(io, precision, device)
-        self.cuda_graph = cuda_graph and on_cuda  # capture the frame call in a CUDA graph
-        if cuda_graph and not on_cuda:
+        super().__init__(io, precision, str(dev))
+        self._dev = torch.device(str(dev))
+        self.compiled = compile  # graphs run through torch.compile
+        # Inductor's reduce-overhead mode captures CUDA graphs itself.
+        self.cuda_graph = cuda_graph and dev.is_cuda and not compile
+        if cuda_graph and not dev.is_cuda:
             log.info("cuda_graph ignored: the torch engine runs on the CPU")
+        if cuda_graph and dev.is_cuda and compile:
+            self.notes.append("CUDA graphs captured by torch.compile (mode=reduce-overhead)")
         if precision == "fp16":
             from export.onnx_export import mixed_precision_model
 
             model = mixed_precision_model(model)
-        self._model = model.to(device=device).eval()
-        self._graphs = {
+        self._model = model.to(device=self._dev).eval()
+        graphs: dict[str, torch.nn.Module] = {
             io.avatar.name: AvatarGraph(self._model, io),
             io.frame.name: FrameGraph(self._model, io),
         }
+        if compile:
+            mode = COMPILE_MODES[dev.kind]
+            graphs = {
+                name: torch.compile(module, mode=mode, dynamic=False)
+                for name, module in graphs.items()
+            }
+            self.notes.append(f"torch.compile (inductor, mode={mode}, static shapes)")
+        self._graphs = graphs
         # CUDA graph state: static inputs/outputs of the frame call and the captured graph.
         self._static: dict[str, torch.Tensor] = {}
         self._static_out: tuple[torch.Tensor, ...] = ()
         self._graph: Any = None
         if self.cuda_graph:
             self._static = {
-                t.name: torch.zeros(t.shape, dtype=torch.float32, device=device)
+                t.name: torch.zeros(t.shape, dtype=torch.float32, device=self._dev)
                 for t in io.frame.inputs
             }
+        if compile:
+            self.warm_up()
+
+    def _settings(self) -> contextlib.AbstractContextManager[None]:
+        if self._dev.type != "cuda":
+            return contextlib.nullcontext()
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.cuda.device(self._dev))
+        stack.enter_context(cudnn_settings())
+        return stack
+
+    def warm_up(self, calls: int = 3) -> float:
+        """Run both graphs on zeros (compiling them in compiled mode); return the seconds
+        the last frame call took."""
+        feeds = {
+            t.name: torch.zeros(t.shape, dtype=torch.float32, device=self._dev)
+            for t in (*self.io.avatar.inputs, *self.io.frame.inputs)
+        }
+        seconds = 0.0
+        with self._settings(), torch.no_grad():
+            self._graphs[self.io.avatar.name](*(feeds[n] for n in self.io.avatar.input_names))
+            frame = self._graphs[self.io.frame.name]
+            for _ in range(calls):
+                start = time.perf_counter()
+                frame(*(feeds[n] for n in self.io.frame.input_names))
+                if self._dev.type == "cuda":
+                    torch.cuda.synchronize(self._dev)
+                seconds = time.perf_counter() - start
+        return seconds
+
+    def describe(self) -> str:
+        modes = [
+            m for m, on in (("compiled", self.compiled), ("CUDA graph", self.cuda_graph)) if on
+        ]
+        return f"{self.backend} ({', '.join([self.precision, self.device, *modes])})"
 
     # --- backend hooks -------------------------------------------------------------------------
 
     def _to_device(self, name: str, array: np.ndarray) -> torch.Tensor:
         tensor = torch.from_numpy(array)
-        if self.cuda_graph and not self._scratch and name in self._static:
+        if self.cuda_graph and name in self._static:
             # The captured graph reads these addresses: update them in place.
             return self._static[name].copy_(tensor, non_blocking=False)
-        return tensor.to(device=self.device, dtype=torch.float32, non_blocking=True)
+        # A copy on the CPU too: the engine never keeps a buffer its caller owns.
+        return tensor.to(device=self._dev, dtype=torch.float32, copy=True)
 
     def _to_host(self, name: str, handle: torch.Tensor) -> np.ndarray:
-        # Eager outputs are fresh tensors; static CUDA-graph outputs are copied by .to("cpu").
+        # Eager and compiled outputs are fresh tensors (CUDA ones are cloned in _call when
+        # compiled); static CUDA-graph outputs are copied by .to("cpu").
         return handle.detach().to(device="cpu", dtype=torch.float32).numpy()
 
-    def _execute(self, graph: GraphSpec, feeds: Mapping[str, Any]) -> dict[str, Any]:
+    def _call(self, graph: GraphSpec, inputs: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
         module = self._graphs[graph.name]
-        on_cuda = self.device.startswith("cuda")
-        settings = cudnn_settings(self.precision == "fp32") if on_cuda else contextlib.nullcontext()
-        with settings:
-            if self.cuda_graph and not self._scratch and graph.name == self.io.frame.name:
-                outputs = self._replay(module, feeds)
-            else:
-                with torch.inference_mode():
-                    outputs = module(*(feeds[name] for name in graph.input_names))
-                if self.cuda_graph and not self._scratch and graph.name == self.io.avatar.name:
-                    # The avatar state goes into the frame graph's static buffers.
-                    with torch.no_grad():
-                        for name, value in zip(graph.output_names, outputs, strict=True):
-                            self._static[name].copy_(value)
-                    outputs = tuple(self._static[name] for name in graph.output_names)
+        if self.compiled:
+            with torch.no_grad():
+                outputs = tuple(module(*inputs))
+            # reduce-overhead outputs live in memory the next replay overwrites.
+            return tuple(o.clone() for o in outputs) if self._dev.type == "cuda" else outputs
+        with torch.inference_mode():
+            return tuple(module(*inputs))
+
+    def _execute(self, graph: GraphSpec, feeds: Mapping[str, Any]) -> dict[str, Any]:
+        with self._settings():
+            if self.cuda_graph and graph.name == self.io.frame.name:
+                outputs = self._replay(feeds)
+                if outputs is not None:
+                    return dict(zip(graph.output_names, outputs, strict=True))
+            outputs = self._call(graph, [feeds[name] for name in graph.input_names])
+            if self.cuda_graph and graph.name == self.io.avatar.name:
+                # The avatar state goes into the frame graph's static buffers.
+                with torch.no_grad():
+                    for name, value in zip(graph.output_names, outputs, strict=True):
+                        self._static[name].copy_(value)
+                outputs = tuple(self._static[name] for name in graph.output_names)
         return dict(zip(graph.output_names, outputs, strict=True))
 
-    def _replay(self, module: torch.nn.Module, feeds: Mapping[str, Any]) -> tuple[Any, ...]:
-        names = self.io.frame.input_names
+    def _run_once(self, graph: GraphSpec, feeds: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        inputs = [torch.from_numpy(feeds[name]).to(self._dev) for name in graph.input_names]
+        with self._settings():
+            outputs = self._call(graph, inputs)
+        return {
+            name: self._to_host(name, value)
+            for name, value in zip(graph.output_names, outputs, strict=True)
+        }
+
+    def _replay(self, feeds: Mapping[str, Any]) -> tuple[Any, ...] | None:
+        """Replay the captured frame call (capturing it on first use); None when capture
+        failed and the engine now runs eagerly."""
         with torch.no_grad():
-            for name in names:
+            for name in self.io.frame.input_names:
                 if feeds[name] is not self._static[name]:
                     self._static[name].copy_(feeds[name])
-            if self._graph is None:
-                self._capture(module)
+            if self._graph is None and not self._capture():
+                return None
             self._graph.replay()
         return self._static_out
 
-    def _capture(self, module: torch.nn.Module) -> None:
-        """Warm up on a side stream, then capture one frame call (PyTorch's recipe)."""
+    def _capture(self) -> bool:
+        """Warm up on a side stream, then capture one frame call (PyTorch's recipe), on this
+        engine's GPU. On failure: warn, drop the CUDA graph and run eagerly from now on."""
+        module = self._graphs[self.io.frame.name]
         inputs = [self._static[name] for name in self.io.frame.input_names]
-        side = torch.cuda.Stream(device=self.device)
-        side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(side), torch.no_grad():
-            for _ in range(3):
-                module(*inputs)
-        torch.cuda.current_stream(self.device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph), torch.no_grad():
-            self._static_out = tuple(module(*inputs))
+        try:
+            with torch.cuda.device(self._dev):
+                side = torch.cuda.Stream(device=self._dev)
+                side.wait_stream(torch.cuda.current_stream(self._dev))
+                with torch.cuda.stream(side), torch.no_grad():
+                    for _ in range(3):
+                        module(*inputs)
+                torch.cuda.current_stream(self._dev).wait_stream(side)
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph), torch.no_grad():
+                    outputs = tuple(module(*inputs))
+        except Exception as exc:
+            message = (
+                f"CUDA graph capture of the torch frame call on {self.device} failed "
+                f"({type(exc).__name__}: {exc}); running without a CUDA graph"
+            )
+            warnings.warn(message, EngineWarning, stacklevel=2)
+            self.notes.append(message)
+            self.cuda_graph = False
+            self._static.clear()
+            return False
+        self._static_out = outputs
         self._graph = graph
-        log.info("captured the frame call in a CUDA graph")
+        log.info("captured the frame call in a CUDA graph on %s", self.device)
+        return True
 
     def _release(self) -> None:
         self._graphs.clear()
         self._graph = None
         self._static.clear()
         self._static_out = ()
+
+
+def _inductor_cache(cache: Any) -> None:
+    """Keep inductor's generated kernels in the engine cache (unless the user chose a folder)."""
+    if cache is not None and "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(cache.root) / "torch-inductor")
 
 
 def create_torch_engine(
@@ -184,12 +280,27 @@ def create_torch_engine(
     precision: str,
     device: str,
     cuda_graph: bool = False,
+    compile: bool | None = False,
+    cache: Any = None,
 ) -> TorchEngine:
-    """Load the checkpoint and wrap it in a :class:`TorchEngine`."""
+    """Load the checkpoint and wrap it in a :class:`TorchEngine`.
+
+    ``compile=None`` (``--backend auto``) compiles only where a measurement (made once and
+    kept in the engine cache, see :mod:`engines.compile_choice`) found it faster.
+    """
     from export.checkpoint import load_model
 
-    device = resolve_device(device)
-    if precision == "fp16" and not device.startswith("cuda"):
-        raise EngineError("the torch backend runs fp16 on CUDA only; use --precision fp32 or a GPU")
+    dev = resolve(device)
     model = load_model(checkpoint, config)
-    return TorchEngine(model, io, precision, device, cuda_graph)
+    if compile is None:
+        from .compile_choice import choose_compile
+
+        compile, why = choose_compile(model, io, precision, dev, cache, checkpoint)
+    else:
+        why = ""
+    if compile:
+        _inductor_cache(cache)
+    engine = TorchEngine(model, io, precision, dev, cuda_graph, compile)
+    if why:
+        engine.notes.append(why)
+    return engine

@@ -175,6 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--device", default=EngineOptions.device, help="cpu, cuda, cuda:N or auto (default)"
     )
     engine.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch backend: torch.compile (inductor, CUDA graphs on a GPU, static shapes); "
+        "compiles at start",
+    )
+    engine.add_argument(
         "--cuda-graph", action="store_true", help="capture the frame call in a CUDA graph"
     )
 
@@ -255,6 +261,7 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
             precision=args.precision,
             device=args.device,
             cuda_graph=args.cuda_graph,
+            compile=args.compile,
         ),
         motion=MotionOptions(relative=args.relative, adapt_scale=args.adapt_scale),
         loop=LoopOptions(mirror=args.mirror, best_frame=args.best_frame, no_face=args.no_face),

@@ -3,12 +3,16 @@ set_avatar / set_motion / animate (relative and absolute motion) and run(), comp
 reference implementation's arrays.
 
 Cases this machine cannot run are collected and skipped with the reason (no CUDA GPU, no
-onnxruntime-gpu, no tensorrt), so the parametrization is the same everywhere.
+onnxruntime-gpu, no tensorrt), so the parametrization is the same everywhere. The ``double``
+cases run the tensorrt backend against the TensorRT/CUDA test double
+(tests/engines/fake_tensorrt.py, the exported graphs in ONNX Runtime on the CPU), so its
+binding, capture and staging meet the contract everywhere; ``compile`` cases use torch.compile.
 """
 
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,30 +24,72 @@ from export.config import load_config
 from export.motion import absolute_motion, relative_motion
 from tests.conftest import Golden
 
-FP32_MAX = 1e-4  # max abs error, fp32, on frames and keypoints
-FP16_MEAN = 2 / 255  # mean abs error, fp16, on frames and keypoints
-FP16_MAX = 8 / 255  # max abs error, fp16
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Bounds on the abs error of frames and keypoints against the reference arrays."""
+
+    max: float  # largest abs error
+    mean: float | None  # mean abs error (None: the max bound is the tighter one)
+
+
+# Per (where the arithmetic runs, precision). Measured on the goldens (vox-small256 is the
+# worst; tiny64 is ~20x smaller):
+# - CPU fp32: two valid fp32 convolution algorithms (oneDNN and PyTorch's native ones) and a
+#   float64 run differ from the reference by at most 5.5e-5 (mean 2.1e-6); the bound stays
+#   the original 1e-4 and is never loosened.
+# - CUDA fp32: cuDNN picks among more algorithms (Winograd, FFT, implicit GEMM with split
+#   reductions) and TensorRT fuses and reorders; 5e-4 is ~10x the CPU algorithm spread, and
+#   the mean bound 1e-5 is ~5x its mean, so TF32 (about 1e-2 max and 1e-3 mean on these
+#   goldens) still fails both. Not yet measured on a GPU: `python -m benchmarks.gpu_check`
+#   reports the errors there.
+# - fp16 (mixed precision, float32 keypoints): half-precision convolutions, same everywhere.
+TOLERANCES = {
+    ("cpu", "fp32"): Tolerance(max=1e-4, mean=None),
+    ("cuda", "fp32"): Tolerance(max=5e-4, mean=1e-5),
+    ("cpu", "fp16"): Tolerance(max=8 / 255, mean=2 / 255),
+    ("cuda", "fp16"): Tolerance(max=8 / 255, mean=2 / 255),
+}
 
 gpu = pytest.mark.gpu
 trt = pytest.mark.tensorrt
+slow = pytest.mark.slow
 
-# (backend, device, precision, cuda_graph)
+# (backend, device, precision, cuda_graph, mode); mode: "" plain, "double" the TensorRT test
+# double, "compile" torch.compile.
 CASES = [
-    pytest.param("torch", "cpu", "fp32", False, id="torch-cpu-fp32"),
-    pytest.param("onnxruntime", "cpu", "fp32", False, id="onnxruntime-cpu-fp32"),
-    pytest.param("onnxruntime", "cpu", "fp16", False, id="onnxruntime-cpu-fp16"),
-    pytest.param("torch", "cuda", "fp32", False, id="torch-cuda-fp32", marks=gpu),
-    pytest.param("torch", "cuda", "fp16", False, id="torch-cuda-fp16", marks=gpu),
-    pytest.param("torch", "cuda", "fp32", True, id="torch-cuda-fp32-cudagraph", marks=gpu),
-    pytest.param("onnxruntime", "cuda", "fp32", False, id="onnxruntime-cuda-fp32", marks=gpu),
-    pytest.param("onnxruntime", "cuda", "fp16", False, id="onnxruntime-cuda-fp16", marks=gpu),
-    pytest.param("tensorrt", "cuda", "fp32", False, id="tensorrt-fp32", marks=[gpu, trt]),
-    pytest.param("tensorrt", "cuda", "fp16", False, id="tensorrt-fp16", marks=[gpu, trt]),
-    pytest.param("tensorrt", "cuda", "fp16", True, id="tensorrt-fp16-cudagraph", marks=[gpu, trt]),
+    pytest.param("torch", "cpu", "fp32", False, "", id="torch-cpu-fp32"),
+    pytest.param("onnxruntime", "cpu", "fp32", False, "", id="onnxruntime-cpu-fp32"),
+    pytest.param("onnxruntime", "cpu", "fp16", False, "", id="onnxruntime-cpu-fp16"),
+    pytest.param("tensorrt", "cuda", "fp32", False, "double", id="tensorrt-double-fp32"),
+    pytest.param("tensorrt", "cuda", "fp16", True, "double", id="tensorrt-double-fp16-cudagraph"),
+    pytest.param("torch", "cpu", "fp32", False, "compile", id="torch-cpu-fp32-compile", marks=slow),
+    pytest.param("torch", "cuda", "fp32", False, "", id="torch-cuda-fp32", marks=gpu),
+    pytest.param("torch", "cuda", "fp16", False, "", id="torch-cuda-fp16", marks=gpu),
+    pytest.param("torch", "cuda", "fp32", True, "", id="torch-cuda-fp32-cudagraph", marks=gpu),
+    pytest.param(
+        "torch", "cuda", "fp32", False, "compile", id="torch-cuda-fp32-compile", marks=gpu
+    ),
+    pytest.param(
+        "torch", "cuda", "fp16", False, "compile", id="torch-cuda-fp16-compile", marks=gpu
+    ),
+    pytest.param("onnxruntime", "cuda", "fp32", False, "", id="onnxruntime-cuda-fp32", marks=gpu),
+    pytest.param("onnxruntime", "cuda", "fp16", False, "", id="onnxruntime-cuda-fp16", marks=gpu),
+    pytest.param("tensorrt", "cuda", "fp32", False, "", id="tensorrt-fp32", marks=[gpu, trt]),
+    pytest.param("tensorrt", "cuda", "fp16", False, "", id="tensorrt-fp16", marks=[gpu, trt]),
+    pytest.param(
+        "tensorrt", "cuda", "fp16", True, "", id="tensorrt-fp16-cudagraph", marks=[gpu, trt]
+    ),
 ]
 
 
-def _skip_reason(backend: str, device: str) -> str | None:
+def _skip_reason(backend: str, device: str, mode: str, golden: str) -> str | None:
+    if mode == "double":
+        if importlib.util.find_spec("onnxruntime") is None:
+            return "the TensorRT test double runs the graphs in onnxruntime (not installed)"
+        return None
+    if mode == "compile" and device == "cpu" and golden != "tiny64":
+        return "torch.compile on the CPU is checked on tiny64 only (compiling takes minutes)"
     if device.startswith("cuda") and not torch.cuda.is_available():
         return "no CUDA GPU on this machine (PyTorch sees none)"
     if backend == "onnxruntime":
@@ -64,27 +110,42 @@ def _nchw(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image.transpose(2, 0, 1)[None])
 
 
-def _check(name: str, actual: np.ndarray, expected: np.ndarray, precision: str) -> None:
+def _check(name: str, actual: np.ndarray, expected: np.ndarray, tolerance: Tolerance) -> None:
     err = np.abs(np.asarray(actual, np.float64) - np.asarray(expected, np.float64))
-    if precision == "fp32":
-        assert err.max() <= FP32_MAX, f"{name}: max abs error {err.max():.3g} > {FP32_MAX}"
-    else:
-        assert err.mean() <= FP16_MEAN, f"{name}: mean abs error {err.mean():.3g} > {FP16_MEAN}"
-        assert err.max() <= FP16_MAX, f"{name}: max abs error {err.max():.3g} > {FP16_MAX}"
+    assert err.max() <= tolerance.max, f"{name}: max abs error {err.max():.3g} > {tolerance.max}"
+    if tolerance.mean is not None:
+        assert err.mean() <= tolerance.mean, (
+            f"{name}: mean abs error {err.mean():.3g} > {tolerance.mean}"
+        )
 
 
-@pytest.mark.parametrize(("backend", "device", "precision", "cuda_graph"), CASES)
+def test_tolerances_are_never_looser_on_the_cpu() -> None:
+    assert TOLERANCES["cpu", "fp32"].max == 1e-4
+    for precision in ("fp32", "fp16"):
+        assert TOLERANCES["cpu", precision].max <= TOLERANCES["cuda", precision].max
+
+
+@pytest.mark.parametrize(("backend", "device", "precision", "cuda_graph", "mode"), CASES)
 def test_engine_matches_goldens(
     golden: Golden,
     backend: str,
     device: str,
     precision: str,
     cuda_graph: bool,
+    mode: str,
     shared_engine_cache: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    reason = _skip_reason(backend, device)
+    reason = _skip_reason(backend, device, mode, golden.name)
     if reason:
         pytest.skip(reason)
+    if mode == "double":
+        from tests.engines.fake_tensorrt import FakeCuda, fake_tensorrt, install
+
+        cuda = FakeCuda()
+        install(monkeypatch, cuda, fake_tensorrt(cuda))
+    # The double computes on the CPU: CPU bounds.
+    tolerance = TOLERANCES["cpu" if mode == "double" else device.split(":")[0], precision]
     a = golden.arrays
     config = load_config(golden.config, resolution=golden.resolution)
     options = EngineOptions(
@@ -92,6 +153,7 @@ def test_engine_matches_goldens(
         precision=precision,
         device=device,
         cuda_graph=cuda_graph,
+        compile=mode == "compile",
         cache_dir=shared_engine_cache,
     )
     with create_engine(golden.checkpoint, config, options) as engine:
@@ -99,10 +161,12 @@ def test_engine_matches_goldens(
         assert engine.precision == precision
         assert engine.device.startswith(device)
         assert backend in engine.selection_reason
+        if mode == "compile":
+            assert engine.compiled and "torch.compile" in engine.selection_reason
 
         source = engine.set_avatar(_nchw(a["source"]))
-        _check("kp_source_value", source.value, a["kp_source_value"], precision)
-        _check("kp_source_jacobian", source.jacobian, a["kp_source_jacobian"], precision)
+        _check("kp_source_value", source.value, a["kp_source_value"], tolerance)
+        _check("kp_source_jacobian", source.jacobian, a["kp_source_jacobian"], tolerance)
 
         # Relative motion against driving frame 0, as the reference demo does.
         reference = engine.animate(_nchw(a["driving"][0])).driving
@@ -117,24 +181,24 @@ def test_engine_matches_goldens(
                 f"prediction[{t}]",
                 result.prediction[0].transpose(1, 2, 0),
                 a["prediction"][t],
-                precision,
+                tolerance,
             )
             _check(
                 f"kp_driving_value[{t}]",
                 result.driving.value[0],
                 a["kp_driving_value"][t],
-                precision,
+                tolerance,
             )
             _check(
                 f"kp_driving_jacobian[{t}]",
                 result.driving.jacobian[0],
                 a["kp_driving_jacobian"][t],
-                precision,
+                tolerance,
             )
 
         # run(): named host arrays, without touching the session's avatar state.
         state = engine.run("avatar", {"avatar": _nchw(a["source"])})
-        _check("run avatar_kp", state["avatar_kp"], a["kp_source_value"], precision)
+        _check("run avatar_kp", state["avatar_kp"], a["kp_source_value"], tolerance)
         motion = absolute_motion(engine.io.num_kp, engine.io.jacobian)
         feeds = {
             "driving": _nchw(a["driving"][1]),
@@ -148,7 +212,7 @@ def test_engine_matches_goldens(
             "run prediction",
             frame["prediction"][0].transpose(1, 2, 0),
             a["kp_abs_prediction"][1],
-            precision,
+            tolerance,
         )
         last = a["driving"].shape[0] - 1
         result = engine.animate(_nchw(a["driving"][last]))
@@ -156,7 +220,7 @@ def test_engine_matches_goldens(
             "prediction after run()",
             result.prediction[0].transpose(1, 2, 0),
             a["prediction"][last],
-            precision,
+            tolerance,
         )
 
         # Absolute motion: the driving keypoints unchanged.
@@ -167,6 +231,6 @@ def test_engine_matches_goldens(
                 f"kp_abs_prediction[{t}]",
                 result.prediction[0].transpose(1, 2, 0),
                 a["kp_abs_prediction"][t],
-                precision,
+                tolerance,
             )
     assert engine.closed

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from engines.errors import EngineError
-from engines.torch_engine import TorchEngine, cudnn_settings, resolve_device
+from engines.device import resolve
+from engines.errors import EngineError, EngineUsageError, EngineWarning
+from engines.torch_engine import TorchEngine, cudnn_settings
 from export.checkpoint import load_model
 from export.config import load_config
 from export.iospec import model_io
@@ -29,18 +30,30 @@ def _nchw(image: np.ndarray) -> np.ndarray:
 
 
 def test_fp16_needs_cuda(tiny_golden: Golden) -> None:
+    # Selection refuses fp16 on the CPU with a user error; the constructor is a backstop.
     model, _ = _model(tiny_golden)
-    with pytest.raises(EngineError, match="fp16 on CUDA only"):
+    with pytest.raises(ValueError, match="fp16 on CUDA only"):
         TorchEngine(model, precision="fp16", device="cpu")
 
 
 def test_device_names(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(EngineError, match="unknown device"):
-        resolve_device("tpu")
+        resolve("tpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert resolve_device("auto") == "cpu"
+    assert str(resolve("auto")) == "cpu"
     with pytest.raises(EngineError, match="sees no CUDA GPU"):
-        resolve_device("cuda")
+        resolve("cuda")
+
+
+def test_animate_before_set_avatar_is_a_programming_error(tiny_golden: Golden) -> None:
+    model, config = _model(tiny_golden)
+    engine = TorchEngine(model, model_io(config), device="cpu")
+    with pytest.raises(EngineUsageError, match=r"before set_avatar\(\)") as info:
+        engine.animate(_nchw(tiny_golden.arrays["driving"][0]))
+    assert isinstance(info.value, RuntimeError) and not isinstance(info.value, EngineError)
+    engine.close()
+    with pytest.raises(EngineUsageError, match="closed"):
+        engine.set_avatar(_nchw(tiny_golden.arrays["source"]))
 
 
 def test_cuda_graph_is_ignored_on_cpu(tiny_golden: Golden) -> None:
@@ -60,12 +73,85 @@ def test_run_leaves_the_session_state_alone(tiny_golden: Golden) -> None:
         np.testing.assert_array_equal(before, engine.animate(_nchw(a["driving"][1])).prediction)
 
 
-def test_cudnn_settings_are_restored() -> None:
+def test_cudnn_settings_turn_tf32_off_and_restore() -> None:
     cudnn = torch.backends.cudnn
-    saved = (cudnn.benchmark, cudnn.allow_tf32)
-    with cudnn_settings(fp32=True):
-        assert cudnn.benchmark is True and cudnn.allow_tf32 is False
-    assert (cudnn.benchmark, cudnn.allow_tf32) == saved
+    matmul = torch.backends.cuda.matmul
+    saved = (cudnn.benchmark, cudnn.conv.fp32_precision, matmul.fp32_precision)
+    with cudnn_settings():
+        assert cudnn.benchmark is True
+        assert cudnn.conv.fp32_precision == "ieee" and matmul.fp32_precision == "ieee"
+    assert (cudnn.benchmark, cudnn.conv.fp32_precision, matmul.fp32_precision) == saved
+
+
+def test_cudnn_settings_work_after_the_new_tf32_api_was_used() -> None:
+    """Reading the legacy cudnn.allow_tf32 raises once anything in the process has set
+    cudnn.conv.fp32_precision (and the RNN flag differs)."""
+    conv = torch.backends.cudnn.conv
+    saved = conv.fp32_precision
+    conv.fp32_precision = "tf32" if saved != "tf32" else "ieee"
+    try:
+        with pytest.raises(RuntimeError, match="legacy and new APIs"):
+            _ = torch.backends.cudnn.allow_tf32  # what the old code did
+        with cudnn_settings():
+            assert conv.fp32_precision == "ieee"
+        assert conv.fp32_precision != "ieee" or saved == "tf32"
+    finally:
+        conv.fp32_precision = saved
+
+
+def test_cuda_graph_capture_failure_falls_back_to_eager_on_the_engine_gpu(
+    tiny_golden: Golden, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Capture runs under torch.cuda.device(the engine's GPU); a capture that raises leaves a
+    warning and an engine that runs eagerly (simulated on the CPU with a fake torch.cuda)."""
+    model, config = _model(tiny_golden)
+    a = tiny_golden.arrays
+    entered: list[torch.device] = []
+
+    class FakeStream:
+        def __init__(self, device=None):
+            pass
+
+        def wait_stream(self, other):
+            pass
+
+    import contextlib
+
+    @contextlib.contextmanager
+    def device(dev):
+        entered.append(torch.device(dev))
+        yield
+
+    class Graph:
+        pass
+
+    def graph(g, *args, **kwargs):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(torch.cuda, "device", device)
+    monkeypatch.setattr(torch.cuda, "Stream", FakeStream)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: FakeStream())
+    monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", Graph)
+    monkeypatch.setattr(torch.cuda, "graph", graph)
+    with TorchEngine(model, model_io(config), device="cpu") as engine:
+        eager = TorchEngine(model, model_io(config), device="cpu")
+        # What a cuda:1 engine with a CUDA graph looks like, on the CPU.
+        engine.cuda_graph = True
+        engine._dev = torch.device("cpu")
+        engine._static = {t.name: torch.zeros(t.shape) for t in engine.io.frame.inputs}
+        engine.set_avatar(_nchw(a["source"]))
+        eager.set_avatar(_nchw(a["source"]))
+        with pytest.warns(EngineWarning, match="CUDA graph capture .* failed"):
+            frame = engine.animate(_nchw(a["driving"][1])).prediction
+        assert entered == [torch.device("cpu")]
+        assert engine.cuda_graph is False and any("capture" in n for n in engine.notes)
+        np.testing.assert_allclose(frame, eager.animate(_nchw(a["driving"][1])).prediction)
+        np.testing.assert_allclose(
+            engine.animate(_nchw(a["driving"][2])).prediction,
+            eager.animate(_nchw(a["driving"][2])).prediction,
+        )
+        eager.close()
 
 
 @pytest.mark.gpu
@@ -87,3 +173,19 @@ def test_cuda_graph_matches_eager(tiny_golden: Golden, precision: str) -> None:
             frames.append(engine.animate(_nchw(a["driving"][2])).prediction)
             results.append(np.stack(frames))
     assert np.abs(results[0] - results[1]).max() <= 1e-5
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(
+    not torch.cuda.is_available() or torch.cuda.device_count() < 2,
+    reason="needs two CUDA GPUs (captures on cuda:1 while cuda:0 is current)",
+)
+def test_cuda_graph_on_the_second_gpu(tiny_golden: Golden) -> None:
+    model, config = _model(tiny_golden)
+    a = tiny_golden.arrays
+    torch.cuda.set_device(0)
+    with TorchEngine(model, model_io(config), "fp32", "cuda:1", cuda_graph=True) as engine:
+        engine.set_avatar(_nchw(a["source"]))
+        frame = engine.animate(_nchw(a["driving"][1])).prediction
+        assert engine.cuda_graph and engine._static_out[0].device == torch.device("cuda:1")
+    assert np.abs(frame[0].transpose(1, 2, 0) - a["kp_abs_prediction"][1]).max() <= 1e-3
