@@ -34,7 +34,12 @@ def _versions(results: dict[str, Any]) -> str:
 
 def _verdict(results: dict[str, Any]) -> str:
     count = len(results["problems"])
-    return "all results right" if results["ok"] else f"{count} problem(s)"
+    verdict = "all results right" if results["ok"] else f"{count} problem(s)"
+    rows = [*results["contract"], *results["latency"]]
+    late = sum("time budget" in (row.get("reason") or "") for row in rows)
+    if late:
+        verdict += f"; {late} check(s) not run for lack of time (raise --budget-s)"
+    return verdict
 
 
 def _latency_table(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:

@@ -137,6 +137,8 @@ class GpuCheck:
         row.update(backend=variant.backend, precision=variant.precision)
         row.update(cuda_graph=variant.cuda_graph, compiled=variant.compiled)
         why = skip_reason(variant, self.device)
+        if why is None and self.elapsed() > self.args.budget_s:
+            why = f"time budget of {self.args.budget_s:g} s spent (--budget-s)"
         if why is not None:
             return {**row, "status": "skipped", "reason": why}
         begin = time.perf_counter()

@@ -160,6 +160,18 @@ def test_wrong_engine_exits_non_zero(
     assert "## Problems" in (tmp_path / "gpu_check.md").read_text()
 
 
+def test_nothing_verified_is_a_failure(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    shared_path("fomm", "golden", "tiny64.npz")
+    args = [*CPU_ARGS, "--variants", "torch-fp32", "--batches", "1", "--budget-s", "0"]
+    assert main([*args, "--shared", str(SHARED), "--out", str(tmp_path)]) == 1
+    results = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert [row["status"] for row in results["contract"]] == ["skipped"]
+    assert "time budget" in results["contract"][0]["reason"]
+    assert results["problems"] == ["nothing was verified: no variant passed the contract here"]
+    out = capsys.readouterr().out
+    assert "not run for lack of time (raise --budget-s)" in out
+
+
 def test_no_gpu_prints_one_line_and_exits_2(tmp_path: Path) -> None:
     if torch.cuda.is_available():
         pytest.skip("this machine has a CUDA GPU")
