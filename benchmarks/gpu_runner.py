@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import importlib.util
 import sys
 import time
 import warnings
@@ -67,6 +68,12 @@ def skip_reason(variant: Variant, device: str) -> str | None:
     attempt = precheck(variant.backend, device, variant.precision)
     if attempt is not None:
         return f"{attempt.reason} (fix: {attempt.fix})"
+    missing = [m for m in ("onnx", "onnxscript") if importlib.util.find_spec(m) is None]
+    if variant.backend != "torch" and missing:
+        return (
+            f"exporting to ONNX needs {' and '.join(missing)}, not installed here "
+            f"(fix: pip install {' '.join(missing)})"
+        )
     if variant.backend == "onnxruntime" and device.startswith("cuda"):
         import onnxruntime
 

@@ -84,11 +84,16 @@ class DoctorOptions:
 
 def default_probes(options: DoctorOptions) -> list[Probe]:
     """Every probe, in the order they are shown."""
-    gpu = _gpu_present()
     return [
         Probe("GPU", "torch", probes.probe_torch, 60.0, True),
-        Probe("Backends", "onnxruntime", lambda: probes.probe_onnxruntime(gpu), 120.0, False),
-        Probe("Backends", "tensorrt", lambda: probes.probe_tensorrt(gpu), 60.0, False),
+        Probe(
+            "Backends",
+            "onnxruntime",
+            lambda: probes.probe_onnxruntime(_gpu_present()),
+            120.0,
+            False,
+        ),
+        Probe("Backends", "tensorrt", lambda: probes.probe_tensorrt(_gpu_present()), 60.0, False),
         Probe("Backends", "openvino", probes.probe_openvino, 60.0, False),
         Probe(
             "Virtual camera",
@@ -128,10 +133,12 @@ def _requirement(backend: str, device: str) -> tuple[str, ...]:
     if backend == "tensorrt":
         return ("torch:cuda", "tensorrt")
     if backend == "onnxruntime":
-        if gpu:
-            return ("ort:CUDAExecutionProvider",)
-        return ("ort:CPUExecutionProvider",)
-    return ("torch:cuda",) if gpu else ("torch:cpu",)
+        return ("ort:CUDAExecutionProvider",) if gpu else ("ort:CPUExecutionProvider",)
+    if backend == "torch":
+        return ("torch:cuda",) if gpu else ("torch:cpu",)
+    if backend == "openvino":
+        return ("openvino",)
+    return (f"unprobed:{backend}",)  # a backend the doctor does not try: never assumed to work
 
 
 def backend_choice(checks: Sequence[Check], engine: EngineOptions, gpu: bool) -> Check:

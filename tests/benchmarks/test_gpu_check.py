@@ -252,6 +252,18 @@ def test_variants_and_skip_reasons(monkeypatch: pytest.MonkeyPatch) -> None:
     if not contract.compile_supported():
         why = gpu_runner.skip_reason(Variant("torch", "fp32", compiled=True), "cpu")
         assert why is not None and "EngineOptions.compile" in why
+    # No onnxscript (a GPU machine with only the minimal set): the exported backends are
+    # skipped with the fix, not counted as failures; torch still runs.
+    real_find_spec = gpu_runner.importlib.util.find_spec
+    monkeypatch.setattr(
+        gpu_runner.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "onnxscript" else real_find_spec(name, *a),
+    )
+    why = gpu_runner.skip_reason(Variant("onnxruntime", "fp16"), "cpu")
+    assert why is not None and "pip install onnxscript" in why
+    assert gpu_runner.skip_reason(Variant("torch", "fp32"), "cpu") is None
+    monkeypatch.undo()
     # A CPU-only onnxruntime wheel on a GPU machine: skipped with the command that fixes it.
     import onnxruntime
 
