@@ -145,6 +145,7 @@ def run_check(args: argparse.Namespace) -> dict[str, Any]:
         },
         "tolerances": {
             "fp32_max_abs": contract.tolerance("fp32", args.device)["max_abs"],
+            "fp32_mean_abs": contract.tolerance("fp32", args.device)["mean_abs"],
             "fp16_max_abs": contract.FP16_MAX,
             "fp16_mean_abs": contract.FP16_MEAN,
             "latency_vs_baseline": "2 x the fp32 bound for fp32 rows, the fp16 max for fp16",

@@ -124,7 +124,9 @@ def markdown(results: dict[str, Any]) -> str:
         "## Golden contract",
         "",
         f"Max and mean absolute error against the reference implementation's arrays (frames "
-        f"in [0, 1], keypoints in [-1, 1]); bounds: fp32 max {tol['fp32_max_abs']:.0e}, fp16 "
+        f"in [0, 1], keypoints in [-1, 1]); bounds: fp32 max {tol['fp32_max_abs']:.0e}"
+        + (f" and mean {tol['fp32_mean_abs']:.0e}" if tol.get("fp32_mean_abs") else "")
+        + f", fp16 "
         f"max {tol['fp16_max_abs']:.3f} and mean {tol['fp16_mean_abs']:.4f}. PSNR of the "
         "frames against the reference; fp16 PSNR also against the same backend's fp32 frames; "
         "CUDA-graph and compiled modes also against their eager run.",

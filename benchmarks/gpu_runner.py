@@ -157,6 +157,7 @@ class GpuCheck:
             return {**row, "status": "error", "reason": f"could not start: {_first_line(exc)}"}
         try:
             row.update(engine=engine.describe(), setup_s=round(time.perf_counter() - begin, 2))
+            row["selection_reason"] = engine.selection_reason
             wrong = _runs_as_asked(engine, variant, self.device)
             if wrong is not None:
                 return {**row, "status": "fail", "reason": wrong}
