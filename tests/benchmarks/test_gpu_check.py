@@ -273,3 +273,25 @@ def test_variants_and_skip_reasons(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
     why = gpu_runner.skip_reason(Variant("onnxruntime", "fp32"), "cuda")
     assert why is not None and "avatarcam[gpu]" in why
+
+
+def test_cuda_problem_names_the_gpu_index(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert gpu_runner.cuda_problem("cuda") is None
+    assert gpu_runner.cuda_problem("cuda:0") is None
+    assert "PyTorch sees 1 GPU(s); use cuda:0 .. cuda:0" in gpu_runner.cuda_problem("cuda:1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.version, "cuda", "12.8")
+    assert "(CUDA 12.8) sees no GPU" in gpu_runner.cuda_problem("cuda")
+
+
+def test_strict_fp32_turns_tf32_off_and_restores() -> None:
+    holders = (torch.backends.cudnn.conv, torch.backends.cudnn.rnn, torch.backends.cuda.matmul)
+    before = [h.fp32_precision for h in holders]
+    with gpu_runner.strict_fp32("cpu"):
+        assert [h.fp32_precision for h in holders] == before
+    with gpu_runner.strict_fp32("cuda:0"):
+        assert [h.fp32_precision for h in holders] == ["ieee"] * 3
+    assert [h.fp32_precision for h in holders] == before
+    torch.backends.cudnn.allow_tf32  # noqa: B018 - the legacy flag is still readable after

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,6 @@ import torch
 
 from engines.options import EngineOptions
 from live import doctor, io_probes, probes
-from live.capture import CameraInfo
 from live.cli import main
 from live.doctor import DoctorOptions, Probe
 from live.errors import VirtualCameraError
@@ -23,8 +23,19 @@ from live.probes import Check
 V4L2_MODULE_LOADED = Path("/sys/module/v4l2loopback").exists()
 
 
-def _camera(index: int) -> CameraInfo:
-    return CameraInfo(index, f"/dev/video{index}", "USB Camera", 640, 480, 30.0)
+@dataclass(frozen=True)
+class FakeCamera:
+    """What the doctor uses of live.capture's CameraInfo (not imported: capture is being
+    split into modules, and the doctor imports it in one place only)."""
+
+    index: int
+
+    def describe(self) -> str:
+        return f"{self.index} (/dev/video{self.index}): 640x480 @ 30 fps  USB Camera"
+
+
+def _camera(index: int) -> FakeCamera:
+    return FakeCamera(index)
 
 
 def _by_name(text: str) -> dict[str, str]:
