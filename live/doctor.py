@@ -53,9 +53,7 @@ def bounded(probe: Probe) -> list[Check]:
 
     def target() -> None:
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                result.append(probe.run())
+            result.append(probe.run())
         except BaseException as exc:  # the doctor must outlive anything a probe does
             error.append(exc)
 
@@ -172,8 +170,10 @@ def backend_choice(checks: Sequence[Check], engine: EngineOptions, gpu: bool) ->
 def diagnose(options: DoctorOptions, probe_list: list[Probe] | None = None) -> list[Check]:
     """Run the probes and add the backend choice."""
     checks: list[Check] = []
-    for probe in probe_list if probe_list is not None else default_probes(options):
-        checks.extend(bounded(probe))
+    with warnings.catch_warnings():  # findings are reported as checks, not as warnings
+        warnings.simplefilter("ignore")
+        for probe in probe_list if probe_list is not None else default_probes(options):
+            checks.extend(bounded(probe))
     gpu = any(c.key.startswith("torch:cuda") and c.status != "info" for c in checks)
     checks.append(backend_choice(checks, options.engine, gpu))
     return checks
