@@ -122,7 +122,8 @@ def _runs_as_asked(engine: Any, variant: Variant, device: str) -> str | None:
 
 
 class GpuCheck:
-    """One run: contract, then latency; :meth:`run` returns the results document."""
+    """One run: :meth:`run_contract`, then :meth:`run_latency`; results accumulate in
+    ``contract``, ``latency`` and ``problems``."""
 
     def __init__(self, args: argparse.Namespace, cache_dir: Path):
         self.args = args
@@ -196,21 +197,25 @@ class GpuCheck:
 
     def _time_calls(
         self,
-        call: Callable[[int], np.ndarray],
+        prepare: Callable[[int], Any],
+        call: Callable[[Any], np.ndarray],
         batch: int,
         check: Callable[[int, np.ndarray], None],
     ) -> list[float]:
+        """Warm-up, then timed calls; ``prepare(index)`` builds a call's inputs outside the
+        timed region, ``check(index, prediction)`` runs on the warm-up calls and the last."""
         from .timing import Clock
 
         clock = Clock(self.device)
         for index in range(WARMUP):
-            check(index, call(index))
+            check(index, call(prepare(index)))
         iterations = max(MIN_CALLS, self.args.iterations // batch)
         samples: list[float] = []
         prediction = None
         for index in range(WARMUP, WARMUP + iterations):
+            inputs = prepare(index)
             begin = clock.now()
-            prediction = call(index)
+            prediction = call(inputs)
             end = clock.now()
             samples.append((end - begin) * 1000.0)
             if len(samples) >= MIN_CALLS and sum(samples) > CELL_SECONDS * 1000.0:
@@ -265,17 +270,32 @@ class GpuCheck:
                 demo = DemoBaseline(model, source, driving[:1], batch, self.device)
                 worst = [0.0]
 
-                def baseline_call(call: int, demo=demo, batch=batch) -> np.ndarray:
-                    return demo.step(demo.prepare(driving[indices(call, batch)])).prediction
+                def baseline_inputs(call: int, demo=demo, batch=batch) -> Any:
+                    return demo.prepare(driving[indices(call, batch)])
+
+                def baseline_call(inputs: Any, demo=demo) -> np.ndarray:
+                    return demo.step(inputs).prediction
 
                 def check(call: int, prediction: np.ndarray, batch=batch, worst=worst) -> None:
                     worst[0] = max(
                         worst[0], _max_error(prediction, indices(call, batch), reference)
                     )
 
-                samples = self._time_calls(baseline_call, batch, check)
+                try:
+                    samples = self._time_calls(baseline_inputs, baseline_call, batch, check)
+                except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
+                    self.latency.append(
+                        {
+                            "variant": "baseline",
+                            "batch": batch,
+                            "status": "out_of_memory",
+                            "reason": _first_line(exc),
+                        }
+                    )
+                    continue
+                finally:
+                    del demo
                 self.latency.append(self._judged("baseline", "fp32", batch, samples, worst[0]))
-                del demo
         del model
         gc.collect()
         for variant in variants:
@@ -348,13 +368,16 @@ class GpuCheck:
                 )
             )
 
-            def call(index: int) -> np.ndarray:
-                return engine.animate(driving[indices(index, batch)]).prediction
+            def inputs(index: int) -> np.ndarray:
+                return np.ascontiguousarray(driving[indices(index, batch)])
+
+            def call(frames: np.ndarray) -> np.ndarray:
+                return engine.animate(frames).prediction
 
             def check(index: int, prediction: np.ndarray) -> None:
                 worst[0] = max(worst[0], _max_error(prediction, indices(index, batch), reference))
 
-            samples = self._time_calls(call, batch, check)
+            samples = self._time_calls(inputs, call, batch, check)
         finally:
             engine.close()
             gc.collect()
