@@ -127,7 +127,7 @@ def run_check(args: argparse.Namespace) -> dict[str, Any]:
         "schema": SCHEMA,
         "timestamp": started.isoformat(timespec="seconds"),
         "duration_s": round(check.elapsed(), 1),
-        "command": " ".join(["python -m benchmarks.gpu_check", *sys.argv[1:]]),
+        "command": " ".join(["python -m benchmarks.gpu_check", *args.argv]),
         "device": args.device,
         "machine": machine_info(),
         "gpu": gpu_info(args.device),
@@ -174,6 +174,7 @@ def gpu_info(device: str) -> dict[str, Any] | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for the results' command
     if args.device.startswith("cuda"):
         problem = cuda_problem(args.device)
         if problem is not None:

@@ -150,6 +150,7 @@ def test_wrong_engine_exits_non_zero(
     code = main([*args, "--shared", str(SHARED), "--out", str(tmp_path)])
     assert code == 1
     results = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert results["command"].endswith(f"--out {tmp_path}")
     assert results["ok"] is False
     (row,) = results["contract"]
     assert row["status"] == "fail"
