@@ -45,6 +45,8 @@ FIX_CAMERA = (
     "what works), or animate a file: python run_live.py --avatar me.jpg --input clip.mp4 "
     "--output out.mp4"
 )
+#: The fix for a GPU execution provider that is listed but does not load.
+PROVIDER_FIX = {"TensorrtExecutionProvider": FIX_TENSORRT, "CUDAExecutionProvider": FIX_ORT_GPU}
 #: ONNX Runtime "providers" that run nothing locally (remote inference endpoints).
 NOT_COMPUTE = ("AzureExecutionProvider",)
 FIX_DISPLAY = "run from a desktop session, or pass --no-preview"
@@ -250,7 +252,7 @@ def probe_onnxruntime(gpu: bool) -> list[Check]:
             status, detail, fix = "ok", "a tiny session ran on it", None
         else:
             status, detail = "warn", why
-            fix = FIX_TENSORRT if provider == "TensorrtExecutionProvider" else FIX_ORT_GPU
+            fix = PROVIDER_FIX.get(provider)  # others (OpenVINO, DirectML, ...): optional
             if provider == "CPUExecutionProvider":
                 status, fix = "fail", FIX_REINSTALL
         checks.append(

@@ -213,6 +213,25 @@ def test_gpu_and_backend_fixes(monkeypatch: pytest.MonkeyPatch) -> None:
     checks = probes.probe_onnxruntime(gpu=True)
     wheel = next(c for c in checks if c.name == "onnxruntime on GPU")
     assert wheel.status == "warn" and wheel.fix == probes.FIX_ORT_GPU
+    # onnxruntime-gpu whose CUDA provider does not load (e.g. no cuDNN): named, with the fix.
+    monkeypatch.setattr(
+        onnxruntime,
+        "get_available_providers",
+        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    )
+    monkeypatch.setattr(
+        probes,
+        "try_provider",
+        lambda ort, model, provider: (
+            None
+            if provider == "CPUExecutionProvider"
+            else "ONNX Runtime fell back to ['CPUExecutionProvider']"
+        ),
+    )
+    checks = {c.name: c for c in probes.probe_onnxruntime(gpu=True)}
+    cuda = checks["onnxruntime CUDAExecutionProvider"]
+    assert cuda.status == "warn" and cuda.fix == probes.FIX_ORT_GPU and "fell back" in cuda.detail
+    assert checks["onnxruntime CPUExecutionProvider"].status == "ok"
     # TensorRT missing on a GPU machine.
     monkeypatch.setattr(probes, "installed", lambda module: module != "tensorrt")
     trt = _only(probes.probe_tensorrt(gpu=True))
