@@ -215,6 +215,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="calibrate on the frame whose pose best matches the avatar (key b)",
     )
+    parser.add_argument(
+        "--doctor",
+        action="store_true",
+        help="check which backends, GPU, virtual camera, cameras and checkpoint work here, "
+        "print the fix for each problem, and exit (0: the live run would work)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
     return parser
 
@@ -279,6 +285,19 @@ def main(argv: list[str] | None = None) -> int:
         force=True,
     )
     try:
+        if args.doctor:
+            from .doctor import DoctorOptions, run_doctor
+
+            return run_doctor(
+                DoctorOptions(
+                    engine=EngineOptions(
+                        backend=args.backend, precision=args.precision, device=args.device
+                    ),
+                    checkpoint=args.checkpoint,
+                    camera=args.input,
+                    virtual_camera_device=args.virtual_cam_device,
+                )
+            )
         if args.list_cameras:
             from .cameras import list_cameras
 

@@ -1,0 +1,421 @@
+"""The two stages of ``benchmarks.gpu_check``: the golden contract of every variant, then the
+latency of those that passed, against the original FOMM demo loop measured in the same run.
+
+Every latency cell's predictions are compared with the baseline's predictions of the same
+driving frames, so a row can never look fast by computing something else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import importlib.util
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from export.errors import MissingDependencyError, UserError
+
+from . import contract
+from .contract import GoldenCase, Variant
+
+BATCHES = (1, 4, 16, 64)
+WARMUP = 3  # untimed calls per cell: CUDA-graph capture, cuDNN autotuning, lazy allocations
+MIN_CALLS = 5  # a cell stops early on its time limit only after this many timed calls
+CELL_SECONDS = 10.0  # time limit of one latency cell's timed calls
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def cuda_problem(device: str) -> str | None:
+    """Why ``device`` (cuda or cuda:N) cannot be used here, in one line; None when it can."""
+    import torch
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        available = torch.cuda.is_available()
+        count = torch.cuda.device_count() if available else 0
+    if not available:
+        if torch.version.cuda is None:
+            why = f"PyTorch {torch.__version__} is a CPU-only build"
+        elif caught:
+            why = str(caught[0].message).strip().splitlines()[0]
+        else:
+            why = f"PyTorch {torch.__version__} (CUDA {torch.version.cuda}) sees no GPU"
+        return (
+            f"{why}; run it on a machine with an NVIDIA GPU, its driver and a CUDA build of PyTorch"
+        )
+    index = int(device.split(":", 1)[1]) if ":" in device else 0
+    if index >= count:
+        return f"--device {device}: PyTorch sees {count} GPU(s); use cuda:0 .. cuda:{count - 1}"
+    return None
+
+
+def skip_reason(variant: Variant, device: str) -> str | None:
+    """Why ``variant`` cannot load here, known before trying (missing package or provider)."""
+    from engines.select import precheck
+
+    if variant.compiled and not contract.compile_supported():
+        return f"this build has no compiled torch mode (EngineOptions.{contract.COMPILE_FIELD})"
+    attempt = precheck(variant.backend, device, variant.precision)
+    if attempt is not None:
+        return f"{attempt.reason} (fix: {attempt.fix})"
+    missing = [m for m in ("onnx", "onnxscript") if importlib.util.find_spec(m) is None]
+    if variant.backend != "torch" and missing:
+        return (
+            f"exporting to ONNX needs {' and '.join(missing)}, not installed here "
+            f"(fix: pip install {' '.join(missing)})"
+        )
+    if variant.backend == "onnxruntime" and device.startswith("cuda"):
+        import onnxruntime
+
+        if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+            return (
+                "onnxruntime has no CUDA execution provider (the CPU-only wheel; fix: pip "
+                "uninstall -y onnxruntime && pip install 'avatarcam[gpu]')"
+            )
+    return None
+
+
+def start_engine(
+    golden: GoldenCase, variant: Variant, device: str, batch: int, cache_dir: Path
+) -> Any:
+    """Start ``variant`` for ``golden`` (the tests replace this to inject a wrong engine)."""
+    from engines import create_engine
+
+    return create_engine(
+        golden.checkpoint, golden.config, variant.options(device, batch, cache_dir)
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
+
+
+def _max_error(
+    prediction: np.ndarray, frames: list[int], reference: dict[int, np.ndarray]
+) -> float:
+    """Largest absolute difference of a batch of predictions from the reference frames (inf
+    for NaN or inf outputs)."""
+    worst = 0.0
+    for b, frame in enumerate(frames):
+        diff = float(np.abs(prediction[b] - reference[frame]).max())
+        worst = max(worst, diff if np.isfinite(diff) else np.inf)
+    return worst
+
+
+def _runs_as_asked(engine: Any, variant: Variant, device: str) -> str | None:
+    if engine.backend != variant.backend or engine.precision != variant.precision:
+        return f"asked for {variant.name}, got {engine.describe()}"
+    if not engine.device.startswith(device.split(":")[0]):
+        return f"asked for {device}, runs on {engine.device}"
+    return None
+
+
+class GpuCheck:
+    """One run: :meth:`run_contract`, then :meth:`run_latency`; results accumulate in
+    ``contract``, ``latency`` and ``problems``."""
+
+    def __init__(self, args: argparse.Namespace, cache_dir: Path):
+        self.args = args
+        self.device: str = args.device
+        self.cache_dir = cache_dir
+        self.started = time.perf_counter()
+        self.contract: list[dict[str, Any]] = []
+        self.latency: list[dict[str, Any]] = []
+        self.problems: list[str] = []
+        self.passed: dict[tuple[str, str], dict[str, np.ndarray]] = {}  # (golden, variant)
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    # --- contract ----------------------------------------------------------------------------
+
+    def check_variant(self, golden: GoldenCase, variant: Variant) -> dict[str, Any]:
+        row: dict[str, Any] = {"golden": golden.name, "variant": variant.name}
+        row.update(backend=variant.backend, precision=variant.precision)
+        row.update(cuda_graph=variant.cuda_graph, compiled=variant.compiled)
+        why = skip_reason(variant, self.device)
+        if why is None and self.elapsed() > self.args.budget_s:
+            why = f"time budget of {self.args.budget_s:g} s spent (--budget-s)"
+        if why is not None:
+            return {**row, "status": "skipped", "reason": why}
+        begin = time.perf_counter()
+        try:
+            engine = start_engine(golden, variant, self.device, 1, self.cache_dir)
+        except MissingDependencyError as exc:
+            return {**row, "status": "skipped", "reason": _first_line(exc)}
+        except Exception as exc:
+            return {**row, "status": "error", "reason": f"could not start: {_first_line(exc)}"}
+        try:
+            row.update(engine=engine.describe(), setup_s=round(time.perf_counter() - begin, 2))
+            row["selection_reason"] = engine.selection_reason
+            wrong = _runs_as_asked(engine, variant, self.device)
+            if wrong is not None:
+                return {**row, "status": "fail", "reason": wrong}
+            outputs = contract.contract_outputs(engine, golden)
+        except Exception as exc:
+            return {**row, "status": "error", "reason": f"failed while running: {_first_line(exc)}"}
+        finally:
+            engine.close()
+            gc.collect()
+        eager = (
+            None if variant == variant.eager else self.passed.get((golden.name, variant.eager.name))
+        )
+        fp32 = None
+        if variant.precision == "fp16":
+            fp32 = self.passed.get((golden.name, Variant(variant.backend, "fp32").name))
+        verdict = contract.judge(outputs, golden, variant.precision, self.device, eager, fp32)
+        if verdict["status"] == "pass":
+            self.passed[(golden.name, variant.name)] = outputs
+        reason = "; ".join(verdict["problems"][:3]) or None
+        return {**row, **verdict, "reason": reason}
+
+    def run_contract(self, goldens: list[GoldenCase], variants: list[Variant]) -> None:
+        """Every variant on every golden, variant by variant: the slow-to-build modes come
+        last, so a spent time budget skips them, never an eager backend's check."""
+        for variant in variants:
+            for golden in goldens:
+                log(f"[contract] {golden.name} {variant.name} on {self.device}")
+                row = self.check_variant(golden, variant)
+                self.contract.append(row)
+                if row["status"] == "pass":
+                    log(f"  pass: max abs error {row['max_abs']:.2e}, PSNR {row['psnr_db']:.1f} dB")
+                else:
+                    log(f"  {row['status']}: {row['reason']}")
+                if row["status"] in ("fail", "error"):
+                    self.problems.append(f"{golden.name} {variant.name}: {row['reason']}")
+
+    # --- latency -----------------------------------------------------------------------------
+
+    def _time_calls(
+        self,
+        prepare: Callable[[int], Any],
+        call: Callable[[Any], np.ndarray],
+        batch: int,
+        check: Callable[[int, np.ndarray], None],
+    ) -> list[float]:
+        """Warm-up, then timed calls; ``prepare(index)`` builds a call's inputs outside the
+        timed region, ``check(index, prediction)`` runs on the warm-up calls and the last."""
+        from .timing import Clock
+
+        clock = Clock(self.device)
+        for index in range(WARMUP):
+            check(index, call(prepare(index)))
+        iterations = max(MIN_CALLS, self.args.iterations // batch)
+        samples: list[float] = []
+        prediction = None
+        for index in range(WARMUP, WARMUP + iterations):
+            inputs = prepare(index)
+            begin = clock.now()
+            prediction = call(inputs)
+            end = clock.now()
+            samples.append((end - begin) * 1000.0)
+            if len(samples) >= MIN_CALLS and sum(samples) > CELL_SECONDS * 1000.0:
+                break
+        if prediction is not None:
+            check(WARMUP + len(samples) - 1, prediction)
+        return samples
+
+    def _cell(self, name: str, batch: int, samples: list[float], error: float | None) -> dict:
+        from .timing import summarize
+
+        stats = summarize(samples)
+        return {
+            "variant": name,
+            "batch": batch,
+            "status": "ok",
+            "calls": len(samples),
+            "p50_ms": stats["p50"],
+            "p99_ms": stats["p99"],
+            "fps": 1000.0 * batch / stats["p50"],
+            "max_abs_vs_baseline": error,
+            "speedup": None,
+        }
+
+    def run_latency(self, golden: GoldenCase, variants: list[Variant]) -> None:
+        import torch
+
+        from export.checkpoint import load_model
+
+        from .baseline import DemoBaseline
+
+        a = golden.arrays
+        driving = np.ascontiguousarray(a["driving"].transpose(0, 3, 1, 2))  # F x C x H x W
+        frames = driving.shape[0]
+        reference: dict[int, np.ndarray] = {}  # driving frame -> baseline prediction
+
+        def indices(call: int, batch: int) -> list[int]:
+            return [(call * batch + b) % frames for b in range(batch)]
+
+        model = load_model(golden.checkpoint, golden.config, self.device)
+        source = np.ascontiguousarray(a["source"].transpose(2, 0, 1)[None])
+        with strict_fp32(self.device):
+            # The reference of every cell: the baseline's prediction of each driving frame.
+            demo = DemoBaseline(model, source, driving[:1], 1, self.device)
+            for index in range(frames):
+                prediction = demo.step(demo.prepare(driving[index : index + 1])).prediction
+                reference[index] = prediction[0].astype(np.float64)
+            for batch in self.args.batches:
+                if self._out_of_time("baseline", batch):
+                    continue
+                log(f"[latency] baseline (eager torch fp32, unsplit) batch {batch}")
+                demo = DemoBaseline(model, source, driving[:1], batch, self.device)
+                worst = [0.0]
+
+                def baseline_inputs(call: int, demo=demo, batch=batch) -> Any:
+                    return demo.prepare(driving[indices(call, batch)])
+
+                def baseline_call(inputs: Any, demo=demo) -> np.ndarray:
+                    return demo.step(inputs).prediction
+
+                def check(call: int, prediction: np.ndarray, batch=batch, worst=worst) -> None:
+                    worst[0] = max(
+                        worst[0], _max_error(prediction, indices(call, batch), reference)
+                    )
+
+                try:
+                    samples = self._time_calls(baseline_inputs, baseline_call, batch, check)
+                except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
+                    self.latency.append(
+                        {
+                            "variant": "baseline",
+                            "batch": batch,
+                            "status": "out_of_memory",
+                            "reason": _first_line(exc),
+                        }
+                    )
+                    continue
+                finally:
+                    del demo
+                self.latency.append(self._judged("baseline", "fp32", batch, samples, worst[0]))
+        del model
+        gc.collect()
+        for variant in variants:
+            if (golden.name, variant.name) not in self.passed:
+                continue
+            for batch in self.args.batches:
+                if self._out_of_time(variant.name, batch):
+                    continue
+                log(f"[latency] {variant.name} batch {batch}")
+                try:
+                    cell = self._engine_cell(golden, variant, batch, driving, reference, indices)
+                except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
+                    cell = {"variant": variant.name, "batch": batch, "status": "out_of_memory"}
+                    cell["reason"] = _first_line(exc)
+                except UserError as exc:
+                    cell = {"variant": variant.name, "batch": batch, "status": "skipped"}
+                    cell["reason"] = _first_line(exc)
+                except Exception as exc:
+                    cell = {"variant": variant.name, "batch": batch, "status": "error"}
+                    cell["reason"] = _first_line(exc)
+                    self.problems.append(f"latency {variant.name} batch {batch}: {cell['reason']}")
+                self.latency.append(cell)
+                if self.device.startswith("cuda"):
+                    torch.cuda.empty_cache()
+        for cell in self.latency:
+            base = next(
+                (
+                    c
+                    for c in self.latency
+                    if c["variant"] == "baseline" and c["batch"] == cell["batch"]
+                ),
+                None,
+            )
+            if cell["status"] == "ok" and base is not None and base["status"] == "ok":
+                cell["speedup"] = base["p50_ms"] / cell["p50_ms"]
+
+    def _out_of_time(self, name: str, batch: int) -> bool:
+        if self.elapsed() <= self.args.budget_s:
+            return False
+        self.latency.append(
+            {
+                "variant": name,
+                "batch": batch,
+                "status": "skipped",
+                "reason": f"time budget of {self.args.budget_s:g} s spent (--budget-s)",
+            }
+        )
+        return True
+
+    def _engine_cell(
+        self,
+        golden: GoldenCase,
+        variant: Variant,
+        batch: int,
+        driving: np.ndarray,
+        reference: dict[int, np.ndarray],
+        indices: Callable[[int, int], list[int]],
+    ) -> dict[str, Any]:
+        from export.motion import relative_motion
+
+        source = golden.arrays["source"].transpose(2, 0, 1)[None]
+        worst = [0.0]
+        engine = start_engine(golden, variant, self.device, batch, self.cache_dir)
+        try:
+            avatar = engine.set_avatar(np.ascontiguousarray(np.repeat(source, batch, axis=0)))
+            first = engine.animate(np.ascontiguousarray(np.repeat(driving[:1], batch, axis=0)))
+            engine.set_motion(
+                relative_motion(
+                    avatar.value, avatar.jacobian, first.driving.value, first.driving.jacobian, True
+                )
+            )
+
+            def inputs(index: int) -> np.ndarray:
+                return np.ascontiguousarray(driving[indices(index, batch)])
+
+            def call(frames: np.ndarray) -> np.ndarray:
+                return engine.animate(frames).prediction
+
+            def check(index: int, prediction: np.ndarray) -> None:
+                worst[0] = max(worst[0], _max_error(prediction, indices(index, batch), reference))
+
+            samples = self._time_calls(inputs, call, batch, check)
+        finally:
+            engine.close()
+            gc.collect()
+        return self._judged(variant.name, variant.precision, batch, samples, worst[0])
+
+    def _judged(
+        self, name: str, precision: str, batch: int, samples: list[float], error: float
+    ) -> dict[str, Any]:
+        """A latency cell, failed when its predictions are not the baseline's."""
+        bound = contract.tolerance(precision, self.device)["max_abs"]
+        # Both differ from the golden by at most the bound, so from each other by twice it.
+        bound = 2 * bound if precision == "fp32" else bound
+        cell = self._cell(name, batch, samples, error)
+        if not error <= bound:
+            cell["status"] = "fail"
+            cell["reason"] = f"max abs error {error:.3g} against the baseline > {bound:.3g}"
+            self.problems.append(f"latency {name} batch {batch}: {cell['reason']}")
+        return cell
+
+
+@contextlib.contextmanager
+def strict_fp32(device: str) -> Iterator[None]:
+    """No TF32 in PyTorch's convolutions and matmuls while the fp32 baseline runs (CUDA); set
+    through the fp32_precision API on conv, RNN and matmul alike (mixing it with the legacy
+    allow_tf32 flags makes reading them raise), and restored after."""
+    if not device.startswith("cuda"):
+        yield
+        return
+    import torch
+
+    holders = (torch.backends.cudnn.conv, torch.backends.cudnn.rnn, torch.backends.cuda.matmul)
+    saved = [(holder, holder.fp32_precision) for holder in holders]
+    for holder in holders:
+        holder.fp32_precision = "ieee"
+    try:
+        yield
+    finally:
+        for holder, value in saved:
+            holder.fp32_precision = value

@@ -1,0 +1,238 @@
+"""``python run_live.py --doctor``: one screen that says what works here and how to fix the rest.
+
+Runs every probe of :mod:`live.probes` and :mod:`live.io_probes`, each bounded in time and
+unable to crash the doctor, works out which backend ``--backend auto`` would start from what
+actually loaded, and prints the findings by section, then every problem with the one command
+that fixes it. Exit status 0 when the default live run (webcam -> virtual camera) would work,
+1 when it would not.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+import threading
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from engines.options import EngineOptions
+
+from . import io_probes, probes
+from .probes import Check
+
+SECTIONS = (
+    "GPU",
+    "Backends",
+    "Virtual camera",
+    "Cameras",
+    "Checkpoint",
+    "Display",
+    "Face detector",
+)
+MARK = {"ok": "[ ok ]", "info": "[info]", "warn": "[warn]", "fail": "[FAIL]"}
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One thing the doctor tries."""
+
+    section: str  # heading its results go under
+    name: str  # what it tries, for a timeout or crash
+    run: Callable[[], list[Check]]  # the probe
+    timeout: float  # seconds before it is reported as hanging
+    required: bool  # a crash or timeout means the default live run cannot be trusted to work
+
+
+def bounded(probe: Probe) -> list[Check]:
+    """Run ``probe`` on a daemon thread; a timeout or an exception becomes a Check."""
+    result: list[list[Check]] = []
+    error: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            result.append(probe.run())
+        except BaseException as exc:  # the doctor must outlive anything a probe does
+            error.append(exc)
+
+    thread = threading.Thread(target=target, name=f"doctor-{probe.name}", daemon=True)
+    thread.start()
+    thread.join(probe.timeout)
+    status = "fail" if probe.required else "warn"
+    if thread.is_alive():
+        detail = f"did not finish within {probe.timeout:g} s (something hangs: a driver or device)"
+        return [Check(probe.section, probe.name, status, detail)]
+    if error:
+        detail = f"the check itself failed: {probes.first_line(error[0])}"
+        return [Check(probe.section, probe.name, status, detail, probes.FIX_REINSTALL)]
+    return result[0]
+
+
+@dataclass(frozen=True)
+class DoctorOptions:
+    """What the live run would be asked to do (the command line's defaults)."""
+
+    engine: EngineOptions = field(default_factory=EngineOptions)  # backend, precision, device
+    checkpoint: Path | None = None  # --checkpoint; None: the default folders
+    camera: str = "0"  # --input
+    virtual_camera_device: str | None = None  # --virtual-cam-device
+
+
+def default_probes(options: DoctorOptions) -> list[Probe]:
+    """Every probe, in the order they are shown."""
+    return [
+        Probe("GPU", "torch", probes.probe_torch, 60.0, True),
+        Probe(
+            "Backends",
+            "onnxruntime",
+            lambda: probes.probe_onnxruntime(_gpu_present()),
+            120.0,
+            False,
+        ),
+        Probe("Backends", "tensorrt", lambda: probes.probe_tensorrt(_gpu_present()), 60.0, False),
+        Probe("Backends", "openvino", probes.probe_openvino, 60.0, False),
+        Probe(
+            "Virtual camera",
+            "virtual camera",
+            lambda: io_probes.probe_virtual_camera(options.virtual_camera_device),
+            20.0,
+            True,
+        ),
+        Probe("Cameras", "cameras", lambda: io_probes.probe_cameras(options.camera), 30.0, True),
+        Probe(
+            "Checkpoint",
+            "checkpoint",
+            lambda: io_probes.probe_checkpoint(options.checkpoint),
+            10.0,
+            True,
+        ),
+        Probe("Display", "preview window", io_probes.probe_display, 30.0, False),
+        Probe("Face detector", "MediaPipe", io_probes.probe_face_detector, 30.0, True),
+    ]
+
+
+def _gpu_present() -> bool:
+    """An NVIDIA GPU that PyTorch sees, or whose driver is present without PyTorch seeing it."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return True
+    except Exception:
+        pass
+    return probes.nvidia_gpu_present()
+
+
+def _requirement(backend: str, device: str) -> tuple[str, ...]:
+    """Keys of the checks that must be ok for ``backend`` on ``device`` to start."""
+    gpu = device.startswith("cuda")
+    if backend == "tensorrt":
+        return ("torch:cuda", "tensorrt")
+    if backend == "onnxruntime":
+        return ("ort:CUDAExecutionProvider",) if gpu else ("ort:CPUExecutionProvider",)
+    if backend == "torch":
+        return ("torch:cuda",) if gpu else ("torch:cpu",)
+    if backend == "openvino":
+        return ("openvino",)
+    return (f"unprobed:{backend}",)  # a backend the doctor does not try: never assumed to work
+
+
+def backend_choice(checks: Sequence[Check], engine: EngineOptions, gpu: bool) -> Check:
+    """Which backend the live run would start, from what loaded here (the order of
+    :func:`engines.select.candidates`)."""
+    from engines.select import candidates, precheck
+
+    ok = {c.key for c in checks if c.status == "ok"}
+    name = f"--backend {engine.backend}"
+    not_used = []
+    try:
+        pairs = candidates(engine)
+    except Exception as exc:
+        return Check("Backends", name, "fail", probes.first_line(exc), None, "engine")
+    for backend, device in pairs:
+        attempt = precheck(backend, device, engine.precision)
+        missing = [key for key in _requirement(backend, device) if key not in ok]
+        if attempt is None and not missing:
+            detail = f"would run {backend} on {device} ({engine.precision})"
+            if not_used:
+                detail += "; not usable: " + ", ".join(not_used)
+            if gpu and not device.startswith("cuda"):
+                detail = f"{detail}. An NVIDIA GPU is here but nothing runs on it: see the fixes"
+                return Check("Backends", name, "warn", detail, None, "engine")
+            return Check("Backends", name, "ok", detail, None, "engine")
+        not_used.append(f"{backend} on {device}")
+    detail = f"no backend can start ({', '.join(not_used)})"
+    return Check("Backends", name, "fail", detail, probes.FIX_REINSTALL, "engine")
+
+
+def diagnose(options: DoctorOptions, probe_list: list[Probe] | None = None) -> list[Check]:
+    """Run the probes and add the backend choice."""
+    checks: list[Check] = []
+    with warnings.catch_warnings():  # findings are reported as checks, not as warnings
+        warnings.simplefilter("ignore")
+        for probe in probe_list if probe_list is not None else default_probes(options):
+            checks.extend(bounded(probe))
+    gpu = any(c.key.startswith("torch:cuda") and c.status != "info" for c in checks)
+    checks.append(backend_choice(checks, options.engine, gpu))
+    return checks
+
+
+def works(checks: Sequence[Check]) -> bool:
+    """Whether the default live run would work: nothing failed."""
+    return not any(c.status == "fail" for c in checks)
+
+
+def render(checks: Sequence[Check], versions: str) -> str:
+    """The doctor's screen."""
+    system = f"{platform.system()} {platform.release()} {platform.machine()}"
+    lines = [
+        f"avatarcam doctor: {system}, Python {platform.python_version()}",
+        f"Versions: {versions}",
+    ]
+    width = max((len(c.name) for c in checks), default=10)
+    for section in (*SECTIONS, *sorted({c.section for c in checks} - set(SECTIONS))):
+        found = [c for c in checks if c.section == section]
+        if not found:
+            continue
+        lines.append(section)
+        lines += [f"  {MARK[c.status]} {c.name.ljust(width)}  {c.detail}" for c in found]
+    problems = [c for c in checks if c.fix and c.status in ("fail", "warn")]
+    if problems:
+        lines.append("")
+        lines.append("To fix:")
+        for number, check in enumerate(problems, 1):
+            kind = "needed" if check.status == "fail" else "advised"
+            lines.append(f"  {number}. {check.name} ({kind}): {check.fix}")
+    lines.append("")
+    if works(checks):
+        lines.append("Verdict: the default live run (webcam -> virtual camera) would work.")
+    else:
+        failed = sum(c.status == "fail" for c in checks)
+        lines.append(
+            f"Verdict: the default live run (webcam -> virtual camera) would NOT work: "
+            f"{failed} problem(s) marked FAIL. Files still work: python run_live.py --avatar "
+            "me.jpg --input clip.mp4 --output out.mp4"
+        )
+    return "\n".join(lines)
+
+
+def run_doctor(
+    options: DoctorOptions | None = None,
+    out: TextIO | None = None,
+    probe_list: list[Probe] | None = None,
+) -> int:
+    """Diagnose, print the screen to ``out`` (stdout); 0 when the live run would work, else 1."""
+    options = options or DoctorOptions()
+    out = out or sys.stdout
+    print(
+        "avatarcam doctor: trying each backend, device and camera ...", file=sys.stderr, flush=True
+    )
+    checks = diagnose(options, probe_list)
+    try:
+        versions = probes.versions_line()
+    except Exception as exc:
+        versions = f"unknown ({probes.first_line(exc)})"
+    print(render(checks, versions), file=out, flush=True)
+    return 0 if works(checks) else 1
