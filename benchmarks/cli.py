@@ -17,7 +17,7 @@ from .settings import DEFAULT_OUT_DIR, BenchConfig
 
 #: Backends a row can name, simplest first (``auto`` picks one of them, so it is not a row of
 #: its own).
-ROW_BACKENDS = tuple(b for b in reversed(BACKENDS) if b != "auto")
+ROW_BACKENDS = tuple(b for b in reversed(BACKENDS) if b not in ("auto", "remote"))
 
 EPILOG = """\
 examples:
