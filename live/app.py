@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from contextlib import ExitStack
+from dataclasses import replace
 
 from engines import create_engine
 from export.checkpoint import find_default_checkpoint
@@ -14,7 +15,7 @@ from .animator import Animator
 from .avatars import load_avatar_images
 from .capture import LatestFrameGrabber, open_source
 from .controls import controls_help
-from .errors import InputError
+from .errors import InputError, SettingError
 from .face import FaceDetector
 from .loop import FrameRecord, LiveLoop
 from .options import RunOptions
@@ -40,7 +41,9 @@ def run(
     ``on_frame(record, loop)`` is called after each frame; ``camera_factory`` replaces
     pyvirtualcam (tests).
     """
-    config = load_config(options.model.config, options.model.resolution)
+    remote = options.engine.server is not None
+    # With --server the model lives on the server: no local config or checkpoint.
+    config = None if remote else load_config(options.model.config, options.model.resolution)
     capture = options.capture
     with ExitStack() as stack:
         source = stack.enter_context(
@@ -67,16 +70,20 @@ def run(
                 f"Nothing to do with the file input {source.name}: pass --output (a folder or a "
                 "video file), --virtual-cam or --preview."
             )
-        checkpoint = options.model.checkpoint or find_default_checkpoint()
-        engine = stack.enter_context(create_engine(checkpoint, config, options.engine))
+        if remote:
+            engine = stack.enter_context(_connect_server(options, live))
+        else:
+            checkpoint = options.model.checkpoint or find_default_checkpoint()
+            engine = stack.enter_context(create_engine(checkpoint, config, options.engine))
         log.debug("engine details: %s", engine.describe())
+        resolution = engine.io.resolution
 
-        prepared = prepare_avatars(avatars, config.resolution, options.crop, options.framing)
+        prepared = prepare_avatars(avatars, resolution, options.crop, options.framing)
         if options.crop:
             detector = stack.enter_context(FaceDetector("video"))
-            cropper = FaceCropper(config.resolution, detector, options.framing)
+            cropper = FaceCropper(resolution, detector, options.framing)
         else:
-            cropper = ResizeCropper(config.resolution)
+            cropper = ResizeCropper(resolution)
 
         virtual_camera = None
         if want_vcam:
@@ -140,3 +147,20 @@ def run(
     if loop.dropped:
         log.info("dropped %d stale frames to keep up with the input", loop.dropped)
     return loop
+
+
+def _connect_server(options: RunOptions, live: bool):
+    """The remote backend (--server): a session on an avatar server; live runs reconnect with
+    back-off when it goes, offline runs stop with what they wrote."""
+    from engines.remote_engine import connect
+
+    server = options.engine.server
+    engine = connect(replace(server, reconnect=live))
+    wanted = options.model.resolution
+    if wanted is not None and wanted != engine.io.resolution:
+        engine.close()
+        raise SettingError(
+            f"--resolution {wanted}, but the server at {server.url} runs "
+            f"{engine.io.resolution}px: drop --resolution (the server decides)"
+        )
+    return engine

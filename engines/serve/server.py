@@ -135,6 +135,7 @@ def start(settings: ServerSettings) -> None:
             # Replicas import this checkout's packages, whatever is installed elsewhere.
             root = str(Path(__file__).resolve().parents[2])
             ray.init(
+                address="local",  # a new cluster, never one that happens to run here
                 num_cpus=settings.num_cpus,
                 include_dashboard=False,
                 object_store_memory=OBJECT_STORE_BYTES,
