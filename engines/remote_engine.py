@@ -122,6 +122,7 @@ class RemoteEngine(Engine):
         if not url.endswith(STREAM_PATH):
             url += STREAM_PATH
         try:
+            # Entered as a context manager (websockets' supported form); _drop exits it.
             self._socket = connect(
                 url,
                 open_timeout=self.options.timeout_s,
@@ -129,7 +130,7 @@ class RemoteEngine(Engine):
                 compression=None,
                 proxy=None,
                 max_size=None,
-            )
+            ).__enter__()
         except InvalidURI as exc:
             raise EngineError(f"--server {self.options.url!r}: {exc}") from None
         except (OSError, TimeoutError, InvalidHandshake) as exc:
