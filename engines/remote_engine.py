@@ -257,6 +257,12 @@ class RemoteEngine(Engine):
             "the remote backend does not run single graphs; use set_avatar/set_motion/animate"
         )
 
+    def run(self, graph: str, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        raise EngineError(
+            "the remote backend does not run single graphs; use set_avatar/set_motion/animate "
+            "(or a local --backend for graph-level runs)"
+        )
+
     def _release(self) -> None:
         self._drop()
         self.status = "closed"

@@ -22,24 +22,8 @@ from engines.serve.protocol import (
 from engines.serve.runner import BatchRunner, FrameJob, finalize_frame
 from engines.serve.session import Session
 from engines.serve.settings import ServerSettings
-from engines.torch_engine import TorchEngine
-from export.checkpoint import load_model
-from export.config import load_config
-from export.iospec import model_io
 from export.motion import relative_motion
 from tests.conftest import load_golden
-
-
-@pytest.fixture(scope="module")
-def runner() -> BatchRunner:
-    golden = load_golden("tiny64")
-    config = load_config(str(golden.config), golden.resolution)
-    model = load_model(golden.checkpoint, config)
-    settings = ServerSettings(
-        checkpoint=golden.checkpoint, config=str(golden.config), resolution=64, max_batch=4
-    )
-    engines = {b: TorchEngine(model, model_io(config, 64, b)) for b in settings.batch_sizes()}
-    return BatchRunner(settings, engines)
 
 
 def _uint8(image: np.ndarray) -> np.ndarray:
