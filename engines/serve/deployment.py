@@ -45,6 +45,17 @@ async def _close(websocket: WebSocket, code: ErrorCode, message: str) -> None:
         await websocket.close(code=_CLOSE_CODES.get(code, 1008), reason=code.value)
 
 
+def _set_threads(settings: ServerSettings) -> int:
+    """CPU threads of this replica's engines: Ray gives an actor without CPUs one thread;
+    replicas on one node share its cores instead."""
+    import torch
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    threads = settings.threads or max(1, (cores or 1) // settings.replicas)
+    torch.set_num_threads(threads)
+    return threads
+
+
 def _replica_name() -> str:
     try:
         return str(serve.get_replica_context().replica_id.unique_id)
@@ -93,6 +104,7 @@ class AvatarServer:
     def __init__(self, settings: ServerSettings, registry: Any):
         self.settings = settings
         self.registry = registry  # DeploymentHandle of the Registry
+        self.threads = _set_threads(settings)
         self.runner = BatchRunner(settings)
         self.replica = _replica_name()
         self.sessions: dict[str, Session] = {}
@@ -116,6 +128,7 @@ class AvatarServer:
             "busy_s": round(self.runner.busy_s, 3),
             "batches": {str(k): v for k, v in sorted(self.runner.batches.items())},
             "pid": os.getpid(),
+            "threads": self.threads,
         }
 
     async def _report(self) -> None:

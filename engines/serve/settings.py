@@ -31,6 +31,7 @@ class ServerSettings:
     address: str | None = None  # Ray cluster to join ("auto", "ray://..."); None: start one
     num_cpus: int | None = None  # CPUs of a local Ray cluster; None: all
     cache_dir: Path | None = None  # engine artifact cache on the replicas
+    threads: int | None = None  # CPU threads per replica; None: the node's cores / replicas
 
     def batch_sizes(self) -> tuple[int, ...]:
         """Engine batch sizes a replica builds: powers of two below max_batch, and max_batch.
