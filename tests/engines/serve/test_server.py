@@ -265,6 +265,34 @@ def test_a_full_server_refuses_new_sessions(server: Server) -> None:
     assert server.wait_sessions(0)["sessions"] == 0
 
 
+def test_streams_benchmark_reports_rates_round_trips_and_batches(
+    server: Server, tmp_path: Path
+) -> None:
+    from benchmarks.cli import main as bench
+
+    golden = load_golden("tiny64")
+    argv = [
+        *("--server", server.url, "--server-token", TOKEN, "--streams", "1,2"),
+        *("--backends", "torch", "--devices", "cpu", "--resolution", "64"),
+        *("--config", str(golden.config), "--checkpoint", str(golden.checkpoint)),
+        *("--iterations", "4", "--warmup", "1", "--out", str(tmp_path), "--name", "s"),
+        "--no-plot",
+    ]
+    assert bench(argv) == 0
+    results = json.loads((tmp_path / "s.json").read_text())
+    assert [p["streams"] for p in results["points"]] == [1, 2]
+    for point in results["points"]:
+        assert len(point["per_stream_fps"]) == point["streams"]
+        assert point["aggregate_fps"] > 0
+        assert 0 < point["rtt_ms"]["p50"] <= point["rtt_ms"]["p99"]
+        # Every timed and warm-up frame was animated in some batch the server formed.
+        formed = sum(int(size) * calls for size, calls in point["batch_sizes"].items())
+        assert formed >= point["streams"] * 5
+    assert results["local"]["fps"] > 0
+    assert "| 2 |" in (tmp_path / "s.md").read_text()
+    assert server.wait_sessions(0)["sessions"] == 0
+
+
 def test_a_server_that_stops_mid_stream_ends_an_offline_run_with_usable_output(
     server: Server, tmp_path: Path
 ) -> None:
@@ -276,7 +304,8 @@ def test_a_server_that_stops_mid_stream_ends_an_offline_run_with_usable_output(
     )
     try:
         deadline = time.monotonic() + 120
-        while server.health()["frames"] < 30 and client.poll() is None:
+        done = server.health()["frames"]  # frames of the earlier tests
+        while server.health()["frames"] < done + 30 and client.poll() is None:
             assert time.monotonic() < deadline, "the client made no progress"
             time.sleep(0.2)
         server.process.send_signal(signal.SIGINT)  # the server goes away mid-stream
@@ -290,4 +319,5 @@ def test_a_server_that_stops_mid_stream_ends_an_offline_run_with_usable_output(
     frames = 0
     while capture.read()[0]:
         frames += 1
-    assert 0 < frames < 600  # what was written before the server went is closed and readable
+    # What was written before the server went is closed and readable.
+    assert 0 < frames < 600, stderr[-2000:]
