@@ -103,6 +103,7 @@ class RemoteEngine(Engine):
             self._result_spec["driving_jacobian"] = PartSpec((1, io.num_kp, 2, 2))
             self._avatar_spec[AVATAR_JACOBIAN] = PartSpec((1, io.num_kp, 2, 2))
         self._input = np.empty((size, size, 3), np.uint8)  # reused driving crop buffer
+        self._scratch = np.empty((size, size, 3), np.float32)  # reused conversion buffer
         self._prediction = np.empty((1, 3, size, size), np.float32)  # reused result buffer
 
     def describe(self) -> str:
@@ -296,7 +297,8 @@ class RemoteEngine(Engine):
         self._check_open()
         if not self._avatar_set:
             raise EngineError("call set_avatar() before animate()")
-        image = _to_image(self._check_array(self.io.frame, "driving", driving), self._input)
+        checked = self._check_array(self.io.frame, "driving", driving)
+        image = _to_image(checked, self._input, self._scratch)
         return self._call(self._animate, image)
 
     def _animate(self, image: np.ndarray) -> FrameResult:
@@ -324,14 +326,20 @@ class RemoteEngine(Engine):
         )
 
 
-def _to_image(array: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+def _to_image(
+    array: np.ndarray, out: np.ndarray | None = None, scratch: np.ndarray | None = None
+) -> np.ndarray:
     """1 x 3 x H x W float32 in [0, 1] -> H x W x 3 uint8 (exact for images made by
-    :func:`engines.frames.image_to_input`)."""
-    hwc = array[0].transpose(1, 2, 0) * np.float32(255)
+    :func:`engines.frames.image_to_input`), into ``out`` via the float buffer ``scratch``."""
+    hwc = array[0].transpose(1, 2, 0)
+    if scratch is None:
+        scratch = np.empty(hwc.shape, np.float32)
     if out is None:
         out = np.empty(hwc.shape, np.uint8)
-    np.rint(np.clip(hwc, 0, 255), out=hwc)
-    out[...] = hwc
+    np.multiply(hwc, np.float32(255), out=scratch)
+    np.clip(scratch, 0, 255, out=scratch)
+    np.rint(scratch, out=scratch)
+    out[...] = scratch
     return out
 
 

@@ -31,8 +31,9 @@ STALE_AFTER_S = 5.0
 REPORT_EVERY_S = 1.0
 #: WebSocket close codes: policy violation, message too big, try again later, server error.
 _CLOSE_CODES = {ErrorCode.TOO_LARGE: 1009, ErrorCode.FULL: 1013, ErrorCode.INTERNAL: 1011}
-#: A client that sends nothing for this long is disconnected (a stalled handshake or stream).
-IDLE_TIMEOUT_S = 120.0
+#: A client that sends nothing for this long is disconnected (a stalled handshake or stream;
+#: a paused live client reconnects when it resumes).
+IDLE_TIMEOUT_S = 600.0
 
 app = FastAPI(title="avatarcam server")
 

@@ -191,6 +191,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 + (" --server-token TOKEN" if settings.token else ""),
                 flush=True,
             )
+            if not settings.loopback:
+                import socket
+
+                print(
+                    f"from other machines: ws://{socket.gethostname()}:{settings.port} "
+                    "(or this machine's IP address)",
+                    flush=True,
+                )
             stopped.wait(args.exit_after)
             log.info("stopping the server ...")
         finally:
