@@ -162,3 +162,19 @@ def test_session_checks_token_transport_and_capacity(runner: BatchRunner) -> Non
         raise ProtocolError(ErrorCode.FULL, "the server is full")
 
     _expect(_session(runner, admit=full), _hello(), ErrorCode.FULL)
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback", "url"),
+    [
+        ("127.0.0.1", True, "ws://127.0.0.1:8765"),
+        ("localhost", True, "ws://localhost:8765"),
+        ("::1", True, "ws://[::1]:8765"),
+        ("0.0.0.0", False, "ws://127.0.0.1:8765"),
+        ("192.168.1.5", False, "ws://192.168.1.5:8765"),
+    ],
+)
+def test_bind_addresses_beyond_loopback_are_recognised(host: str, loopback: bool, url: str) -> None:
+    settings = ServerSettings(checkpoint=Path("x"), host=host)
+    assert settings.loopback is loopback  # beyond loopback without --token: a warning
+    assert settings.url == url
