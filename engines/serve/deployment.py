@@ -1,6 +1,6 @@
 """The Ray Serve application: a FastAPI ingress with one WebSocket per stream, N model replicas
-that batch their sessions' frames with ``@serve.batch``, and a registry that sums what every
-replica reports for the health endpoint.
+that batch their sessions' frames (:class:`~engines.serve.batcher.FrameBatcher`), and a
+registry that sums what every replica reports for the health endpoint.
 
 Imports Ray and FastAPI at module level: only :mod:`engines.serve.server` imports this module,
 after checking that the ``serve`` extra is installed. No ``from __future__ import annotations``:
@@ -19,8 +19,9 @@ from fastapi import FastAPI, WebSocket
 from ray import serve
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from .batcher import FrameBatcher
 from .protocol import PROTOCOL_VERSION, ErrorCode, ProtocolError, error_message
-from .runner import BatchRunner, FrameJob, FrameOutput
+from .runner import BatchRunner
 from .session import Session
 from .settings import HEALTH_PATH, STREAM_PATH, ServerSettings
 
@@ -111,8 +112,9 @@ class AvatarServer:
         self.sessions: dict[str, Session] = {}
         self.sessions_total = 0
         self.refused = 0
-        self._animate_batch.set_max_batch_size(settings.max_batch)
-        self._animate_batch.set_batch_wait_timeout_s(settings.batch_wait_ms / 1000)
+        self.batcher = FrameBatcher(
+            self.runner.animate, settings.max_batch, settings.batch_wait_ms / 1000
+        )
         self._reporter: asyncio.Task | None = None
         with contextlib.suppress(RuntimeError):  # report at once when built on a running loop
             self._ensure_reporter()
@@ -145,12 +147,6 @@ class AvatarServer:
         if self._reporter is None or self._reporter.done():
             self._reporter = asyncio.get_running_loop().create_task(self._report_forever())
 
-    # --- batching ----------------------------------------------------------------------------
-
-    @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.002)
-    async def _animate_batch(self, jobs: list[FrameJob]) -> list[FrameOutput]:
-        return await asyncio.to_thread(self.runner.animate, jobs)
-
     # --- HTTP and WebSocket routes -------------------------------------------------------------
 
     @app.get(HEALTH_PATH)
@@ -175,7 +171,7 @@ class AvatarServer:
         session = Session(
             self.runner,
             self.settings.token,
-            self._animate_batch,
+            self.batcher.submit,
             admit=lambda: self._admit(name, session),
             session_id=f"{self.replica}/{name}",
         )
