@@ -113,7 +113,10 @@ class AvatarServer:
         self.sessions_total = 0
         self.refused = 0
         self.batcher = FrameBatcher(
-            self.runner.animate, settings.max_batch, settings.batch_wait_ms / 1000
+            self.runner.animate,
+            settings.max_batch,
+            settings.batch_wait_ms / 1000,
+            active=lambda: len(self.sessions),
         )
         self._reporter: asyncio.Task | None = None
         with contextlib.suppress(RuntimeError):  # report at once when built on a running loop

@@ -79,3 +79,32 @@ def test_an_engine_error_reaches_every_frame_of_its_batch_and_the_batcher_goes_o
 def test_max_batch_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_batch"):
         FrameBatcher(lambda jobs: jobs, max_batch=0, wait_s=0)
+
+
+def test_closed_loop_streams_fall_into_step_and_share_calls() -> None:
+    """Two clients with one frame in flight each, on a busy engine: without waiting for the
+    other session they would alternate single-frame calls forever."""
+    engine = SlowEngine(0.1)
+    batcher = FrameBatcher(engine, max_batch=4, wait_s=0.002, active=lambda: 2)
+
+    async def client(first: int) -> None:
+        for n in range(first, first + 6):
+            await batcher.submit(n)
+            await asyncio.sleep(0.005)  # the round trip to the client and back
+
+    async def scenario() -> None:
+        one = asyncio.ensure_future(client(0))
+        await asyncio.sleep(0.03)  # the second stream starts out of step
+        await asyncio.gather(one, client(100))
+
+    asyncio.run(scenario())
+    assert sum(engine.sizes) == 12
+    assert engine.sizes.count(2) >= 4, engine.sizes
+
+
+def test_a_lone_session_never_waits() -> None:
+    engine = SlowEngine(0.0)
+    batcher = FrameBatcher(engine, max_batch=4, wait_s=5.0, active=lambda: 1)
+    began = time.perf_counter()
+    assert asyncio.run(batcher.submit(4)) == 40
+    assert time.perf_counter() - began < 1.0
