@@ -104,6 +104,19 @@ def test_the_session_api_matches_a_local_engine(server: LocalServer, runner) -> 
     assert remote.closed
 
 
+def test_jpeg_transport_is_lossy_but_close(server: LocalServer, runner) -> None:
+    golden = load_golden("tiny64")
+    avatar, driving = _uint8(golden.arrays["source"]), _uint8(golden.arrays["driving"][2])
+    outputs = {}
+    for transport in ("png", "jpeg"):
+        with connect(RemoteOptions(server.url, transport=transport, jpeg_quality=95)) as remote:
+            animator = Animator(remote)
+            animator.set_avatar(avatar)
+            outputs[transport] = animator.animate(driving).image.astype(int)
+    difference = np.abs(outputs["jpeg"] - outputs["png"])
+    assert 0 < difference.mean() < 4  # lossy, but close at quality 95
+
+
 def test_live_runs_reconnect_with_back_off_and_resend_the_session(
     runner: BatchRunner,
 ) -> None:

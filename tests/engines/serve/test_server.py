@@ -5,6 +5,7 @@ last test stops it mid-stream."""
 from __future__ import annotations
 
 import json
+import select
 import signal
 import socket
 import subprocess
@@ -85,7 +86,8 @@ def server() -> Iterator[Server]:
         command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
     )
     try:
-        line = process.stdout.readline()  # blocks until "ready" (or the server exits)
+        ready, _, _ = select.select([process.stdout], [], [], 300)
+        line = process.stdout.readline() if ready else ""  # "ready", or the server exited
         if "ready" not in line:
             process.wait(30)
             pytest.fail(f"the server did not start (exit {process.returncode}): {line!r}")
