@@ -17,7 +17,7 @@ from .settings import DEFAULT_OUT_DIR, BenchConfig
 
 #: Backends a row can name, simplest first (``auto`` picks one of them, so it is not a row of
 #: its own).
-ROW_BACKENDS = tuple(b for b in reversed(BACKENDS) if b != "auto")
+ROW_BACKENDS = tuple(b for b in reversed(BACKENDS) if b not in ("auto", "remote"))
 
 EPILOG = """\
 examples:
@@ -27,6 +27,8 @@ examples:
   python -m benchmarks --checkpoint vox-adv-cpk.pth.tar --config vox-256
   python -m benchmarks --compare old.json               # run, then compare with old.json
   python -m benchmarks --compare old.json new.json      # compare two runs, no measurement
+  python -m benchmarks --streams 1,2,4 --backends torch # many streams on a local avatar server
+  python -m benchmarks --server ws://gpu-box:8765 --streams 1,2,4,8   # ... on a running one
 
 Backends and precisions that cannot run here (no GPU, package missing) are listed with the
 reason in the results instead of failing the run. Outputs go to --out: NAME.json, NAME.md and
@@ -188,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
         "compose, null virtual camera) on VIDEO played at its frame rate (default: the shared "
         "talking-head clip), once per backend at the first precision",
     )
+    _add_streams_flags(parser)
     output = parser.add_argument_group("output")
     output.add_argument(
         "--out",
@@ -208,6 +211,57 @@ def build_parser() -> argparse.ArgumentParser:
         "files without running",
     )
     return parser
+
+
+def _add_streams_flags(parser: argparse.ArgumentParser) -> None:
+    """Many streams on an avatar server (benchmarks.streams)."""
+    group = parser.add_argument_group(
+        "avatar server (many streams): with --streams, only this is measured, beside the local "
+        "engine (the first of --backends); --iterations frames per stream, --warmup untimed"
+    )
+    group.add_argument(
+        "--server",
+        metavar="URL",
+        default="local",
+        help="ws://HOST:PORT of a running server, or local (default): start one here",
+    )
+    group.add_argument("--streams", help="stream counts, comma-separated, e.g. 1,2,4,8")
+    group.add_argument("--server-token", help="the server's --token")
+    group.add_argument("--transport", choices=("raw", "png", "jpeg"), default="png")
+    group.add_argument("--jpeg-quality", type=int, default=90)
+    group.add_argument("--replicas", type=int, default=1, help="local server replicas (1)")
+    group.add_argument("--max-batch", type=int, default=4, help="local server max batch (4)")
+    group.add_argument("--batch-wait-ms", type=float, default=2.0, help="local server (2 ms)")
+
+
+def _streams_config(args: argparse.Namespace, argv: Sequence[str]):
+    from .streams import StreamsConfig
+
+    cfg = config_from_args(args, argv)
+    return StreamsConfig(
+        server=None if args.server == "local" else args.server,
+        token=args.server_token,
+        streams=_batches(args.streams),
+        frames=cfg.iterations,
+        warmup=cfg.warmup,
+        transport=args.transport,
+        jpeg_quality=args.jpeg_quality,
+        config=cfg.config,
+        checkpoint=cfg.checkpoint,
+        resolution=cfg.resolution,
+        seed=cfg.seed,
+        cache_dir=cfg.cache_dir,
+        backend=cfg.backends[0],
+        device=cfg.devices[0],
+        replicas=args.replicas,
+        max_batch=args.max_batch,
+        batch_wait_ms=args.batch_wait_ms,
+        out_dir=cfg.out_dir,
+        name=args.name or cfg.name.replace("bench-", "streams-", 1),
+        plot=cfg.plot,
+        command=cfg.command,
+        pipeline=cfg.pipeline,
+    )
 
 
 def config_from_args(args: argparse.Namespace, argv: Sequence[str]) -> BenchConfig:
@@ -336,6 +390,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         if len(compare) == 2:
             return _compare_only(compare[0], compare[1], args.out)
+        if args.streams:
+            from .streams import run as run_streams
+
+            return run_streams(_streams_config(args, argv))
         cfg = config_from_args(args, argv)
         return _run(cfg, compare[0] if compare else None)
     except UserError as exc:

@@ -48,6 +48,7 @@ class PipelineConfig:
     device: str  # cpu, cuda or auto
     crop: bool = True  # face framing on (as live)
     cache_dir: Path | None = None  # engine artifact cache; None: the engines' default
+    server: Any = None  # engines.options.RemoteOptions: run on an avatar server (backend remote)
 
 
 def _percentiles(values: list[float]) -> dict[str, float]:
@@ -80,6 +81,7 @@ def measure_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
             precision=cfg.precision,
             device=cfg.device,
             cache_dir=cfg.cache_dir,
+            server=cfg.server,
         ),
     )
     stages: dict[str, list[float]] = {}

@@ -17,3 +17,8 @@ class EngineUsageError(RuntimeError):
 class EngineWarning(UserWarning):
     """An engine runs, but not as asked (a provider or mode fell back); the message says why
     and what fixes it."""
+
+
+class EngineUnavailable(EngineError):
+    """The engine cannot animate right now but may recover (a remote server reconnecting);
+    the message is a short status to show. The live loop keeps running."""

@@ -212,6 +212,8 @@ def validate_options(options: EngineOptions) -> None:
 def create(checkpoint: str | Path, config: ModelConfig, options: EngineOptions) -> Engine:
     """Start the engine ``options`` ask for (see the module doc)."""
     validate_options(options)
+    if options.backend == "remote":
+        return _connect_remote(options)
     failed: list[Attempt] = []
     for backend, device in candidates(options):
         skip = precheck(backend, device, options.precision)
@@ -246,6 +248,18 @@ def create(checkpoint: str | Path, config: ModelConfig, options: EngineOptions) 
     raise EngineError(
         f"could not start {requested} ({options.precision}, device {options.device}):\n{lines}"
     )
+
+
+def _connect_remote(options: EngineOptions) -> Engine:
+    """The remote backend: a session on an avatar server (no local checkpoint is used)."""
+    if options.server is None:
+        raise EngineError(
+            "the remote backend needs a server: pass --server ws://HOST:PORT (start one with "
+            "python -m engines.serve)"
+        )
+    from .remote_engine import connect
+
+    return connect(options.server)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from contextlib import ExitStack
+from dataclasses import replace
 
 from engines import create_engine
 from export.checkpoint import find_default_checkpoint
@@ -13,7 +14,7 @@ from export.config import load_config
 from .animator import Animator
 from .avatars import load_avatar_images
 from .controls import controls_help
-from .errors import InputError
+from .errors import InputError, SettingError
 from .face import FaceDetector
 from .grabber import LatestFrameGrabber
 from .loop import FrameRecord, LiveLoop
@@ -41,7 +42,9 @@ def run(
     ``on_frame(record, loop)`` is called after each frame; ``camera_factory`` replaces
     pyvirtualcam (tests).
     """
-    config = load_config(options.model.config, options.model.resolution)
+    remote = options.engine.server is not None
+    # With --server the model lives on the server: no local config or checkpoint.
+    config = None if remote else load_config(options.model.config, options.model.resolution)
     capture = options.capture
     with ExitStack() as stack:
         source = stack.enter_context(
@@ -53,12 +56,16 @@ def run(
             _log_camera(source)
         avatars = load_avatar_images(options.avatar)
         sinks = _open_sinks(options, source, stack)
-        checkpoint = options.model.checkpoint or find_default_checkpoint()
-        engine = stack.enter_context(create_engine(checkpoint, config, options.engine))
+        if remote:
+            engine = stack.enter_context(_connect_server(options, live))
+        else:
+            checkpoint = options.model.checkpoint or find_default_checkpoint()
+            engine = stack.enter_context(create_engine(checkpoint, config, options.engine))
         log.debug("engine details: %s", engine.describe())
+        resolution = engine.io.resolution
 
-        prepared = prepare_avatars(avatars, config.resolution, options.crop, options.framing)
-        cropper = _cropper(options, config.resolution, stack)
+        prepared = prepare_avatars(avatars, resolution, options.crop, options.framing)
+        cropper = _cropper(options, resolution, stack)
         virtual_camera = _open_virtual_camera(options, source, camera_factory, stack)
         preview = _open_preview(options, stack)
         if live:
@@ -176,3 +183,20 @@ def _progress(source: FrameSource) -> Progress | None:
     if source.is_live or (total is not None and total <= PROGRESS_MIN_FRAMES):
         return None
     return Progress(total)
+
+
+def _connect_server(options: RunOptions, live: bool):
+    """The remote backend (--server): a session on an avatar server; live runs reconnect with
+    back-off when it goes, offline runs stop with what they wrote."""
+    from engines.remote_engine import connect
+
+    server = options.engine.server
+    engine = connect(replace(server, reconnect=live))
+    wanted = options.model.resolution
+    if wanted is not None and wanted != engine.io.resolution:
+        engine.close()
+        raise SettingError(
+            f"--resolution {wanted}, but the server at {server.url} runs "
+            f"{engine.io.resolution}px: drop --resolution (the server decides)"
+        )
+    return engine

@@ -9,7 +9,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from engines.options import BACKENDS, PRECISIONS, EngineOptions
+from engines.options import BACKENDS, PRECISIONS, TRANSPORTS, EngineOptions, RemoteOptions
 from export.errors import UserError
 
 from .animator import MotionOptions
@@ -184,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--cuda-graph", action="store_true", help="capture the frame call in a CUDA graph"
     )
 
+    _add_server_flags(parser)
+
     motion = parser.add_argument_group("motion and calibration")
     mode = motion.add_mutually_exclusive_group()
     mode.add_argument(
@@ -225,6 +227,54 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_server_flags(parser: argparse.ArgumentParser) -> None:
+    """The remote backend: animate on an avatar server (python -m engines.serve)."""
+    server = parser.add_argument_group("remote avatar server")
+    server.add_argument(
+        "--server",
+        metavar="ws://HOST:PORT",
+        help="animate on an avatar server instead of this machine (no local checkpoint needed)",
+    )
+    server.add_argument("--server-token", help="the server's --token, if it has one")
+    server.add_argument(
+        "--transport",
+        choices=TRANSPORTS,
+        default=RemoteOptions.transport,
+        help="frame encoding to and from the server: raw, png (lossless, default) or jpeg",
+    )
+    server.add_argument(
+        "--jpeg-quality",
+        type=int,
+        default=RemoteOptions.jpeg_quality,
+        help="JPEG quality 1-100 for --transport jpeg (default %(default)s)",
+    )
+
+
+def _engine_options(args: argparse.Namespace) -> EngineOptions:
+    options = EngineOptions(
+        backend=args.backend,
+        precision=args.precision,
+        device=args.device,
+        cuda_graph=args.cuda_graph,
+        compile=args.compile,
+    )
+    if args.server is None:
+        if args.backend == "remote":
+            raise SettingError("--backend remote needs --server ws://HOST:PORT")
+        return options
+    if args.backend not in ("auto", "remote"):
+        raise SettingError(f"--server runs the model on the server: drop --backend {args.backend}")
+    if not 1 <= args.jpeg_quality <= 100:
+        raise SettingError(f"--jpeg-quality {args.jpeg_quality}: expected 1 to 100")
+    remote = RemoteOptions(
+        url=args.server,
+        token=args.server_token,
+        transport=args.transport,
+        jpeg_quality=args.jpeg_quality,
+    )
+    return replace(options, backend="remote", server=remote)
+
+
 def options_from_args(args: argparse.Namespace) -> RunOptions:
     """Map parsed flags onto :class:`RunOptions` (raises SettingError on invalid values)."""
     if args.avatar is None:
@@ -262,13 +312,7 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
         model=ModelOptions(
             checkpoint=args.checkpoint, config=args.config, resolution=args.resolution
         ),
-        engine=EngineOptions(
-            backend=args.backend,
-            precision=args.precision,
-            device=args.device,
-            cuda_graph=args.cuda_graph,
-            compile=args.compile,
-        ),
+        engine=_engine_options(args),
         motion=MotionOptions(relative=args.relative, adapt_scale=args.adapt_scale),
         loop=LoopOptions(mirror=args.mirror, best_frame=args.best_frame, no_face=args.no_face),
     )

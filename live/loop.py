@@ -26,6 +26,8 @@ from typing import Literal
 import cv2
 import numpy as np
 
+from engines.errors import EngineUnavailable
+
 from .animator import Animator, normalized_keypoints
 from .buffers import BufferPool
 from .controls import Action
@@ -180,6 +182,12 @@ class LiveLoop:
         self.animator.reset_calibration()
 
     def _apply(self, action: Action, index: int | None) -> None:
+        try:
+            self._apply_action(action, index)
+        except EngineUnavailable as exc:
+            log.warning("could not apply %s now: %s", action.name.lower(), exc)
+
+    def _apply_action(self, action: Action, index: int | None) -> None:
         if action is Action.QUIT:
             self._stop.set()
         elif action is Action.NEXT_AVATAR:
@@ -258,7 +266,11 @@ class LiveLoop:
             if self.options.no_face == "hold" and self._last_output is not None:
                 return self._last_output, "no face: holding the last frame"
             return self.animator.rest_image, "no face: showing the avatar at rest"
-        animated = self.animator.animate(job.crop.image, self._out)
+        try:
+            animated = self.animator.animate(job.crop.image, self._out)
+        except EngineUnavailable as exc:  # a remote server reconnecting: keep the loop alive
+            held = self._last_output
+            return (held if held is not None else self.animator.rest_image), f"engine: {exc}"
         if self.best_frame and self._avatar_norm is not None:
             distance = float(
                 np.sum((normalized_keypoints(animated.keypoints.value) - self._avatar_norm) ** 2)
@@ -335,6 +347,9 @@ class LiveLoop:
                     "output": (sent - animated) * 1000,
                     "latency": latency,
                 }
+                rtt = getattr(self.animator.engine, "last_rtt_ms", None)
+                if rtt is not None:  # the remote backend: the frame's round trip to the server
+                    stages["rtt"] = rtt
                 for name, value in stages.items():
                     self._stats.add(name, value)
                 self._stats.tick(sent)

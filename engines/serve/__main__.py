@@ -1,0 +1,7 @@
+"""``python -m engines.serve``: see :mod:`engines.serve.server`."""
+
+import sys
+
+from .server import main
+
+sys.exit(main())

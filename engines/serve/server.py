@@ -1,0 +1,209 @@
+"""``python -m engines.serve`` / ``avatarcam-serve``: start the avatar server on Ray Serve.
+
+One machine::
+
+    avatarcam-serve --checkpoint vox-adv-cpk.pth.tar --host 0.0.0.0 --token SECRET
+
+A cluster: ``ray start --head`` on one machine, ``ray start --address HEAD:6379`` on the others,
+then ``avatarcam-serve --address auto --replicas 4 ...`` on the head.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from export.errors import UserError, missing_dependency
+
+from ..options import BACKENDS, PRECISIONS
+from .settings import DEFAULT_PORT, HEALTH_PATH, ServerSettings
+
+log = logging.getLogger("avatarcam.serve")
+
+#: Object store of a local Ray cluster: results travel over the WebSocket, not the store.
+OBJECT_STORE_BYTES = 256 * 1024 * 1024
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="avatarcam-serve",
+        description="Serve avatar animation to run_live.py --server clients over WebSockets, "
+        "on Ray Serve: N replicas, each batching its streams' frames on one engine.",
+        epilog="examples:\n"
+        "  avatarcam-serve --checkpoint vox-adv-cpk.pth.tar            # ws://127.0.0.1:8765\n"
+        "  avatarcam-serve --checkpoint ... --host 0.0.0.0 --token SECRET --replicas 2\n"
+        "  ray start --head; avatarcam-serve --address auto --checkpoint ...   # a cluster",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    model = parser.add_argument_group("model")
+    model.add_argument("--checkpoint", type=Path, help="FOMM checkpoint (default: looked up)")
+    model.add_argument("--config", default="vox-256", help="preset or FOMM YAML (vox-256)")
+    model.add_argument("--resolution", type=int, help="frame size (default: the config's)")
+    model.add_argument("--backend", choices=[b for b in BACKENDS if b != "remote"], default="auto")
+    model.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    model.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    serving = parser.add_argument_group("serving")
+    serving.add_argument("--host", default="127.0.0.1", help="bind address (default loopback)")
+    serving.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default 8765)")
+    serving.add_argument("--replicas", type=int, default=1, help="model replicas (default 1)")
+    serving.add_argument(
+        "--max-batch", type=int, default=4, help="most streams' frames per engine call (4)"
+    )
+    serving.add_argument(
+        "--batch-wait-ms",
+        type=float,
+        default=2.0,
+        help="how long a replica waits to fill a batch (default 2 ms; a frame is 33 ms)",
+    )
+    serving.add_argument(
+        "--max-sessions", type=int, default=8, help="streams per replica; more are refused (8)"
+    )
+    serving.add_argument("--token", help="shared secret clients must send (--server-token)")
+    serving.add_argument(
+        "--address", help="join a running Ray cluster (auto, HOST:PORT); default: start one"
+    )
+    serving.add_argument("--num-cpus", type=int, help="CPUs of the local Ray cluster")
+    serving.add_argument(
+        "--exit-after", type=float, help=argparse.SUPPRESS
+    )  # tests: stop after this many seconds
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> ServerSettings:
+    from export.checkpoint import find_default_checkpoint
+
+    for flag, value in (
+        ("--replicas", args.replicas),
+        ("--max-batch", args.max_batch),
+        ("--max-sessions", args.max_sessions),
+    ):
+        if value < 1:
+            raise UserError(f"{flag} must be at least 1, got {value}")
+    if args.batch_wait_ms < 0:
+        raise UserError(f"--batch-wait-ms must be 0 or more, got {args.batch_wait_ms}")
+    if not 0 < args.port < 65536:
+        raise UserError(f"--port {args.port} is not a TCP port (1-65535)")
+    checkpoint = args.checkpoint or find_default_checkpoint()
+    if not Path(checkpoint).is_file():
+        raise UserError(f"--checkpoint {checkpoint} does not exist: pass a FOMM checkpoint file")
+    return ServerSettings(
+        checkpoint=Path(checkpoint).resolve(),
+        config=args.config,
+        resolution=args.resolution,
+        backend=args.backend,
+        precision=args.precision,
+        device=args.device,
+        host=args.host,
+        port=args.port,
+        replicas=args.replicas,
+        max_batch=args.max_batch,
+        batch_wait_ms=args.batch_wait_ms,
+        max_sessions=args.max_sessions,
+        token=args.token or None,
+        address=args.address,
+        num_cpus=args.num_cpus,
+    )
+
+
+def _import_serve():
+    try:
+        import fastapi  # noqa: F401
+        import ray
+        from ray import serve
+    except ImportError as exc:
+        raise missing_dependency(exc.name or "ray", "serve", "the avatar server") from None
+    return ray, serve
+
+
+def start(settings: ServerSettings) -> None:
+    """Start Ray (or join ``settings.address``) and deploy the application; returns when the
+    replicas are ready to take sessions."""
+    ray, serve = _import_serve()
+    from export.config import load_config
+
+    load_config(settings.config, settings.resolution)  # a bad config fails here, not in Ray
+    if not ray.is_initialized():
+        if settings.address:
+            ray.init(address=settings.address, logging_level=logging.WARNING)
+        else:
+            # Replicas import this checkout's packages, whatever is installed elsewhere.
+            root = str(Path(__file__).resolve().parents[2])
+            ray.init(
+                address="local",  # a new cluster, never one that happens to run here
+                num_cpus=settings.num_cpus,
+                include_dashboard=False,
+                object_store_memory=OBJECT_STORE_BYTES,
+                logging_level=logging.WARNING,
+                runtime_env={"env_vars": {"PYTHONPATH": root}},
+            )
+    serve.start(http_options={"host": settings.host, "port": settings.port})
+    from .deployment import build
+
+    serve.run(
+        build(settings),
+        name="avatarcam",
+        route_prefix="/",
+        logging_config={"enable_access_log": False},
+    )
+
+
+def stop() -> None:
+    ray, serve = _import_serve()
+    try:
+        serve.shutdown()
+    finally:
+        ray.shutdown()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+    try:
+        settings = settings_from_args(args)
+        if not settings.loopback and settings.token is None:
+            log.warning(
+                "warning: %s is reachable from other machines and no --token is set: anyone "
+                "who can reach it can use this server. Pass --token SECRET (clients: "
+                "--server-token SECRET).",
+                settings.host,
+            )
+        stopped = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stopped.set())
+        log.info("starting %d replica(s) of %s ...", settings.replicas, settings.checkpoint.name)
+        start(settings)
+        try:
+            print(
+                f"avatarcam server ready: {settings.url}  (health: "
+                f"http://{settings.url.removeprefix('ws://')}{HEALTH_PATH}; Ctrl+C stops)\n"
+                f"clients: python run_live.py --server {settings.url} --avatar PHOTO"
+                + (" --server-token TOKEN" if settings.token else ""),
+                flush=True,
+            )
+            if not settings.loopback:
+                import socket
+
+                print(
+                    f"from other machines: ws://{socket.gethostname()}:{settings.port} "
+                    "(or this machine's IP address)",
+                    flush=True,
+                )
+            stopped.wait(args.exit_after)
+            log.info("stopping the server ...")
+        finally:
+            stop()
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return 0
