@@ -5,23 +5,25 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from contextlib import ExitStack
+from pathlib import Path
 
 from engines import create_engine
-from export.checkpoint import find_default_checkpoint
 from export.config import load_config
+from export.obtain import obtain_checkpoint
 
 from .animator import Animator
 from .avatars import load_avatar_images
 from .capture import LatestFrameGrabber, open_source
 from .controls import controls_help
-from .errors import InputError
+from .errors import DisplayError, InputError
 from .face import FaceDetector
 from .loop import FrameRecord, LiveLoop
 from .options import RunOptions
-from .outputs import open_output
+from .outputs import check_output_target, open_output
 from .pipeline import FaceCropper, ResizeCropper, prepare_avatars
 from .preview import PreviewWindow, display_available
 from .progress import Progress
+from .startup import Checks, RunReport
 from .virtualcam import CameraFactory, VirtualCamera
 
 log = logging.getLogger("avatarcam")
@@ -38,16 +40,81 @@ def run(
     """Run the whole pipeline until the input ends or the user quits; returns the loop.
 
     ``on_frame(record, loop)`` is called after each frame; ``camera_factory`` replaces
-    pyvirtualcam (tests).
+    pyvirtualcam (tests). Raises :class:`~live.startup.IncompleteRun` after saving the output
+    when it is probably not what was wanted (no face at all, truncated input).
     """
-    config = load_config(options.model.config, options.model.resolution)
+    if options.model.config is not None:  # an explicit config: check it before anything else
+        load_config(options.model.config, options.model.resolution)
     capture = options.capture
+    output = options.output
+    if output.file is not None:
+        check_output_target(output.file, _input_paths(options), output.overwrite)
     with ExitStack() as stack:
-        source = stack.enter_context(
-            open_source(capture.input, width=capture.width, height=capture.height, fps=capture.fps)
+        # Start-up checks, all problems reported at once, before the slow engine build.
+        checks = Checks()
+        source = checks.enter(
+            stack,
+            lambda: open_source(
+                capture.input, width=capture.width, height=capture.height, fps=capture.fps
+            ),
         )
-        live = source.is_live
+        live = source.is_live if source is not None else _looks_like_camera(capture.input)
         options = options.resolved(live)
+        source_fps = source.fps if source is not None else None
+        avatars = checks.run(lambda: load_avatar_images(options.avatar))
+        sinks = []
+        if options.output.file is not None:
+            sink = checks.enter(
+                stack,
+                lambda: open_output(
+                    options.output.file,
+                    options.output.video_fps or source_fps or 25.0,
+                    overwrite=options.output.overwrite,
+                    size=options.output.video_size,
+                ),
+            )
+            sinks = [sink] if sink is not None else []
+        want_vcam = options.output.virtual_camera
+        if (
+            source is not None
+            and not live
+            and options.output.file is None
+            and not want_vcam
+            and options.output.preview is not True
+        ):
+            checks.problems.append(
+                InputError(
+                    f"Nothing to do with the file input {source.name}: pass --output (a folder "
+                    "or a video file), --virtual-cam or --preview."
+                )
+            )
+        virtual_camera = None
+        if want_vcam:
+            virtual_camera = checks.enter(
+                stack,
+                lambda: VirtualCamera(
+                    options.output.camera, source_fps=source_fps, camera_factory=camera_factory
+                ),
+            )
+        preview = None
+        if options.output.preview:
+            if display_available():
+                preview = stack.enter_context(PreviewWindow(check_display=False))
+            elif output.preview is True:  # asked for explicitly
+                checks.problems.append(
+                    DisplayError(
+                        "--preview was given but there is no display to show the window on "
+                        "(DISPLAY/WAYLAND_DISPLAY unset or unusable). Run on a desktop session, "
+                        "or drop --preview."
+                    )
+                )
+            else:
+                log.warning(
+                    "no display found: running without the preview window "
+                    "(pass --no-preview to silence this)"
+                )
+        checks.raise_all()
+        assert source is not None and avatars is not None
         if source.is_live:
             size = source.size or (0, 0)
             log.info(
@@ -57,18 +124,25 @@ def run(
                 size[1],
                 f"{source.fps:g}" if source.fps else "unknown",
             )
-        avatars = load_avatar_images(options.avatar)
-        sinks = []
-        if options.output.file is not None:
-            sinks.append(stack.enter_context(open_output(options.output.file, source.fps or 25.0)))
-        want_vcam = options.output.virtual_camera
-        if not live and not sinks and not want_vcam and options.output.preview is not True:
-            raise InputError(
-                f"Nothing to do with the file input {source.name}: pass --output (a folder or a "
-                "video file), --virtual-cam or --preview."
+        if virtual_camera is not None:
+            log.info(
+                "virtual camera: %s (%dx%d at %g fps) - select it in Zoom, OBS, Meet or Teams",
+                virtual_camera.device,
+                options.output.camera.width,
+                options.output.camera.height,
+                virtual_camera.fps,
             )
-        checkpoint = options.model.checkpoint or find_default_checkpoint()
-        engine = stack.enter_context(create_engine(checkpoint, config, options.engine))
+
+        model = options.model
+        choice = obtain_checkpoint(
+            model.checkpoint,
+            model.config,
+            download=model.download,
+            url=model.checkpoint_url,
+            sha256=model.checkpoint_sha256,
+        )
+        config = load_config(choice.config, model.resolution)
+        engine = stack.enter_context(create_engine(choice.checkpoint, config, options.engine))
         log.debug("engine details: %s", engine.describe())
 
         prepared = prepare_avatars(avatars, config.resolution, options.crop, options.framing)
@@ -78,29 +152,6 @@ def run(
         else:
             cropper = ResizeCropper(config.resolution)
 
-        virtual_camera = None
-        if want_vcam:
-            virtual_camera = stack.enter_context(
-                VirtualCamera(
-                    options.output.camera, source_fps=source.fps, camera_factory=camera_factory
-                )
-            )
-            log.info(
-                "virtual camera: %s (%dx%d at %g fps) - select it in Zoom, OBS, Meet or Teams",
-                virtual_camera.device,
-                options.output.camera.width,
-                options.output.camera.height,
-                virtual_camera.fps,
-            )
-        preview = None
-        if options.output.preview:
-            if display_available():
-                preview = stack.enter_context(PreviewWindow(check_display=False))
-            else:
-                log.warning(
-                    "no display found: running without the preview window "
-                    "(pass --no-preview to silence this)"
-                )
         if live:
             log.info(controls_help() if preview else "press Ctrl+C to stop")
 
@@ -108,11 +159,13 @@ def run(
         mode = ("latest" if live else "paced") if realtime else "every"
         grabber = LatestFrameGrabber(source, mode)
         total = source.frame_count
+        report = RunReport(expected=None if live or realtime else total)
         progress = None
         if not live and (total is None or total > PROGRESS_MIN_FRAMES):
             progress = Progress(total)
 
         def record(frame: FrameRecord, loop: LiveLoop) -> None:
+            report.count(frame.status if options.crop else "")
             if progress is not None:
                 progress.update()
             if on_frame is not None:
@@ -130,7 +183,15 @@ def run(
             preview=preview,
             on_frame=record,
         )
-        written = loop.run()
+        try:
+            written = loop.run()
+        except BaseException as exc:
+            if progress is not None:
+                progress.abort()
+            if isinstance(exc, KeyboardInterrupt):
+                report.interrupted = True
+                _say_what_was_saved(sinks)
+            raise
         if progress is not None:
             progress.close()
     if written == 0:
@@ -139,4 +200,27 @@ def run(
         log.info("wrote %d frames to %s", written, options.output.file)
     if loop.dropped:
         log.info("dropped %d stale frames to keep up with the input", loop.dropped)
+    report.finish(str(capture.input), live)
     return loop
+
+
+def _looks_like_camera(spec: str) -> bool:
+    text = str(spec).strip()
+    return text.isdigit() or text.startswith("/dev/video")
+
+
+def _input_paths(options: RunOptions) -> list[Path]:
+    """The avatar and driving input as paths (a camera index or device is not one)."""
+    paths = [Path(options.avatar).expanduser()]
+    if not _looks_like_camera(options.capture.input):
+        paths.append(Path(str(options.capture.input)).expanduser())
+    return paths
+
+
+def _say_what_was_saved(sinks: list) -> None:
+    """After Ctrl+C: what the file outputs hold (an output without a frame is removed)."""
+    for sink in sinks:
+        if sink.count:
+            log.warning("interrupted: %d frames saved to %s", sink.count, sink.path)
+        else:
+            log.warning("interrupted before the first frame: nothing saved to %s", sink.path)

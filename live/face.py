@@ -153,6 +153,16 @@ class FaceDetector(Closing):
         try:
             with _native_logs_silenced():
                 self._detector: Any = MpFaceDetector.create_from_options(options)
+                # The first inference makes the native runtime print warnings a user cannot
+                # act on ("Logging before InitGoogle()", "Input tensor memory is not
+                # aligned"): run it here, on a blank frame, while they are hidden.
+                blank = mp.Image(
+                    image_format=mp.ImageFormat.SRGB, data=np.zeros((128, 128, 3), np.uint8)
+                )
+                if mode == "video":
+                    self._detector.detect_for_video(blank, 0)
+                else:
+                    self._detector.detect(blank)
         except (ValueError, RuntimeError, OSError) as exc:
             raise FaceModelError(
                 f"Cannot load the face detection model {self._model_path}: {exc}.\n"
@@ -161,7 +171,7 @@ class FaceDetector(Closing):
                 "The file is corrupt or not a MediaPipe model: reinstall avatarcam "
                 "(pip install avatarcam, or pip install -e . in a checkout)."
             ) from exc
-        self._last_timestamp_ms = -1
+        self._last_timestamp_ms = 0  # the warm-up frame above used timestamp 0
 
     @property
     def mode(self) -> RunningMode:
