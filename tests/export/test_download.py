@@ -16,8 +16,7 @@ from export.catalog import BUILTIN, load_catalog, mirror_urls
 from export.download import DownloadError, Expected, download
 from export.errors import CheckpointError
 from export.obtain import obtain_checkpoint
-
-from .conftest import FileServer, Served
+from tests.fileserver import FileServer, Served
 
 BODY = random.Random(7).randbytes(3 * download_module.CHUNK + 12345)
 SHA = hashlib.sha256(BODY).hexdigest()
