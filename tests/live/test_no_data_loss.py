@@ -271,3 +271,15 @@ def test_no_native_noise_on_stderr(tiny_golden: Golden, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     for noise in ("InitGoogle", "not aligned", "W0000"):
         assert noise not in result.stderr, result.stderr
+
+
+def test_qt_is_pointed_at_fonts_and_kept_quiet(monkeypatch) -> None:
+    from live.preview import quiet_qt
+
+    monkeypatch.delenv("QT_QPA_FONTDIR", raising=False)
+    monkeypatch.setenv("QT_LOGGING_RULES", "user.rules=true")
+    quiet_qt()
+    import os
+
+    assert Path(os.environ["QT_QPA_FONTDIR"]).is_dir()
+    assert os.environ["QT_LOGGING_RULES"] == "user.rules=true"  # the user's setting is kept
