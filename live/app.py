@@ -114,6 +114,7 @@ def run(
                     "(pass --no-preview to silence this)"
                 )
         checks.raise_all()
+        stack.push(_report_interrupt(sinks))
         assert source is not None and avatars is not None
         if source.is_live:
             size = source.size or (0, 0)
@@ -188,9 +189,7 @@ def run(
         except BaseException as exc:
             if progress is not None:
                 progress.abort()
-            if isinstance(exc, KeyboardInterrupt):
-                report.interrupted = True
-                _say_what_was_saved(sinks)
+            report.interrupted = isinstance(exc, KeyboardInterrupt)
             raise
         if progress is not None:
             progress.close()
@@ -217,10 +216,19 @@ def _input_paths(options: RunOptions) -> list[Path]:
     return paths
 
 
-def _say_what_was_saved(sinks: list) -> None:
-    """After Ctrl+C: what the file outputs hold (an output without a frame is removed)."""
-    for sink in sinks:
-        if sink.count:
-            log.warning("interrupted: %d frames saved to %s", sink.count, sink.path)
-        else:
-            log.warning("interrupted before the first frame: nothing saved to %s", sink.path)
+def _report_interrupt(sinks: list) -> Callable[..., bool]:
+    """An exit callback that, after Ctrl+C, says what the file outputs hold (an output
+    without a frame is removed when it closes)."""
+
+    def on_exit(exc_type: type[BaseException] | None, *_: object) -> bool:
+        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
+            for sink in sinks:
+                if sink.count:
+                    log.warning("interrupted: %d frames saved to %s", sink.count, sink.path)
+                else:
+                    log.warning(
+                        "interrupted before the first frame: nothing saved to %s", sink.path
+                    )
+        return False
+
+    return on_exit

@@ -153,12 +153,12 @@ class FaceDetector(Closing):
         try:
             with _native_logs_silenced():
                 self._detector: Any = MpFaceDetector.create_from_options(options)
-                # The first inference makes the native runtime print warnings a user cannot
-                # act on ("Logging before InitGoogle()", "Input tensor memory is not
-                # aligned"): run it here, on a blank frame, while they are hidden.
-                blank = mp.Image(
-                    image_format=mp.ImageFormat.SRGB, data=np.zeros((128, 128, 3), np.uint8)
-                )
+                # The native runtime prints warnings a user cannot act on, once per process:
+                # "Logging before InitGoogle()" and, for a frame whose memory is not aligned
+                # (most frames), "Input tensor memory is not aligned". Trigger both here, on
+                # a deliberately misaligned blank frame, while they are hidden.
+                misaligned = np.zeros(128 * 128 * 3 + 1, np.uint8)[1:].reshape(128, 128, 3)
+                blank = mp.Image(image_format=mp.ImageFormat.SRGB, data=misaligned)
                 if mode == "video":
                     self._detector.detect_for_video(blank, 0)
                 else:

@@ -124,7 +124,8 @@ def test_ctrl_c_before_the_first_frame(files, tmp_path: Path, monkeypatch, capsy
     monkeypatch.setattr(live.app, "create_engine", interrupted)
     assert main(_args(golden, avatar, driving, tmp_path / "out.mp4")) == 130
     assert not (tmp_path / "out.mp4").exists()
-    assert "interrupted" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"interrupted before the first frame: nothing saved to {tmp_path / 'out.mp4'}" in err
 
 
 def test_ctrl_c_says_what_was_saved(files, tmp_path: Path, monkeypatch, capsys) -> None:
