@@ -73,7 +73,7 @@ def manual_steps(entry: CatalogEntry) -> str:
     return (
         f"To get it by hand, download {entry.file} ({entry.describe_size()}, {digest}) from one "
         f"of:\n{urls}\n  and put it in {folder}/ (found automatically) or pass --checkpoint "
-        "PATH. Or run again with --download to let avatarcam fetch and verify it."
+        "PATH."
     )
 
 
@@ -211,10 +211,13 @@ def _confirm(
             answer = "n"
         if answer in ("", "y", "yes"):
             return
-        raise CheckpointError(f"Not downloaded.\n{manual_steps(entry)}")
+        raise CheckpointError(
+            "Not downloaded. Run again with --download to fetch it without asking.\n"
+            + manual_steps(entry)
+        )
     others = ", ".join(n for n in catalog_names() if n != entry.name)
+    choice = f"  (or another one: --checkpoint NAME, with NAME one of {others})\n" if others else ""
     raise CheckpointError(
-        f"{lead}\nRun again with --download to fetch {_describe(entry, dest)}\n"
-        f"  (other checkpoints: --checkpoint NAME with NAME one of: {others or 'none'})\n"
-        f"{manual_steps(entry)}"
+        f"{lead}\nRun again with --download to fetch {_describe(entry, dest)}\n{choice}"
+        + manual_steps(entry)
     )
