@@ -40,8 +40,7 @@ def run(
     """Run the whole pipeline until the input ends or the user quits; returns the loop.
 
     ``on_frame(record, loop)`` is called after each frame; ``camera_factory`` replaces
-    pyvirtualcam (tests). Raises :class:`~live.startup.IncompleteRun` after saving the output
-    when it is probably not what was wanted (no face at all, truncated input).
+    pyvirtualcam (tests). :func:`run_checked` also checks the result.
     """
     if options.model.config is not None:  # an explicit config: check it before anything else
         load_config(options.model.config, options.model.resolution)
@@ -100,7 +99,7 @@ def run(
         if options.output.preview:
             if display_available():
                 preview = stack.enter_context(PreviewWindow(check_display=False))
-            elif output.preview is True:  # asked for explicitly
+            elif output.preview is True and live:  # asked for, for a camera: a real problem
                 checks.problems.append(
                     DisplayError(
                         "--preview was given but there is no display to show the window on "
@@ -160,13 +159,11 @@ def run(
         mode = ("latest" if live else "paced") if realtime else "every"
         grabber = LatestFrameGrabber(source, mode)
         total = source.frame_count
-        report = RunReport(expected=None if live or realtime else total)
         progress = None
         if not live and (total is None or total > PROGRESS_MIN_FRAMES):
             progress = Progress(total)
 
         def record(frame: FrameRecord, loop: LiveLoop) -> None:
-            report.count(frame.status if options.crop else "")
             if progress is not None:
                 progress.update()
             if on_frame is not None:
@@ -186,10 +183,9 @@ def run(
         )
         try:
             written = loop.run()
-        except BaseException as exc:
+        except BaseException:
             if progress is not None:
                 progress.abort()
-            report.interrupted = isinstance(exc, KeyboardInterrupt)
             raise
         if progress is not None:
             progress.close()
@@ -199,7 +195,23 @@ def run(
         log.info("wrote %d frames to %s", written, options.output.file)
     if loop.dropped:
         log.info("dropped %d stale frames to keep up with the input", loop.dropped)
-    report.finish(str(capture.input), live)
+    return loop
+
+
+def run_checked(options: RunOptions) -> LiveLoop:
+    """:func:`run`, then a check of the result: a file input that ended before the frame count
+    it announces, or in which no frame had a face, raises :class:`~live.startup.IncompleteRun`
+    (exit status 4) once the output is saved; some frames without a face give a warning."""
+    counts: list[str] = []
+    loop = run(options, on_frame=lambda record, _: counts.append(record.status))
+    source = loop.grabber.source
+    if source.is_live:
+        return loop
+    every_frame = loop.grabber.mode == "every"  # not paced: nothing dropped on purpose
+    report = RunReport(expected=source.frame_count if every_frame else None)
+    for status in counts:
+        report.count(status if options.crop else "")
+    report.finish(str(options.capture.input), live=False)
     return loop
 
 

@@ -393,9 +393,9 @@ def main(argv: list[str] | None = None) -> int:
             for camera in cameras:
                 print(camera.describe())
             return 0
-        from .app import run
+        from .app import run_checked
 
-        run(options_from_args(args))
+        run_checked(options_from_args(args))
     except IncompleteRun as exc:
         print(f"warning: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -136,7 +136,9 @@ def test_ctrl_c_says_what_was_saved(files, tmp_path: Path, monkeypatch, capsys) 
         if loop.frames_out == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(live.app, "run", lambda options: real_run(options, stop_after_two))
+    monkeypatch.setattr(
+        live.app, "run", lambda options, on_frame=None: real_run(options, stop_after_two)
+    )
     video = tmp_path / "out.mp4"
     assert main(_args(golden, avatar, driving, video)) == 130
     err = capsys.readouterr().err
