@@ -156,10 +156,12 @@ def obtain_checkpoint(
         raise CheckpointError(
             "--checkpoint-sha256 goes with --checkpoint-url URL (it checks that download)."
         )
+    if checkpoint is not None and (
+        checkpoint.exists() or str(checkpoint).endswith((".tar", ".pth", ".pt"))
+    ):
+        return CheckpointChoice(checkpoint, config or DEFAULT_PRESET)  # no catalog needed
     catalog = load_catalog()
     if checkpoint is not None:
-        if checkpoint.exists() or str(checkpoint).endswith((".tar", ".pth", ".pt")):
-            return CheckpointChoice(checkpoint, config or DEFAULT_PRESET)
         entry = find_entry(str(checkpoint), catalog)
         if entry is None:
             return CheckpointChoice(checkpoint, config or DEFAULT_PRESET)  # loading explains

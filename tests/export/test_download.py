@@ -250,3 +250,11 @@ def test_bad_catalog_is_named(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("AVATARCAM_CATALOG", str(bad))
     with pytest.raises(CheckpointError, match="lacks urls"):
         load_catalog()
+
+
+def test_explicit_checkpoint_file_needs_no_catalog(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("AVATARCAM_CATALOG", "http://127.0.0.1:1/unreachable.json")
+    mine = tmp_path / "mine.pth.tar"
+    mine.write_bytes(b"x")
+    choice = obtain_checkpoint(mine, None, interactive=False, stream=io.StringIO())
+    assert choice.checkpoint == mine and choice.config == "vox-256"
