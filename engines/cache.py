@@ -21,6 +21,7 @@ a second process never leaves a half-written entry behind.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -43,6 +44,35 @@ MANIFEST = "manifest.json"
 HASHES = "checkpoint-hashes.json"
 LOCK_TIMEOUT_S = 3600.0  # a TensorRT build of the vox model takes minutes, not an hour
 _CHUNK = 8 << 20
+
+
+class CacheDirError(EngineError):
+    """The cache folder cannot be created or written (permissions, read-only disk)."""
+
+
+def unwritable_cache(root: Path, exc: OSError) -> CacheDirError:
+    """The error for a cache folder ``root`` that failed with ``exc``."""
+    reason = exc.strerror or type(exc).__name__
+    where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(root) else ""
+    return CacheDirError(
+        f"The engine cache folder {root} cannot be written: {reason}{where}.\n"
+        "Fix its permissions, or point avatarcam at a writable folder with the environment "
+        "variable AVATARCAM_HOME (the cache is then $AVATARCAM_HOME/cache), e.g.\n"
+        "  AVATARCAM_HOME=~/avatarcam python run_live.py ..."
+    )
+
+
+@contextlib.contextmanager
+def cache_writes(root: Path) -> Iterator[None]:
+    """Turn a permission or read-only error under ``root`` into :class:`CacheDirError`."""
+    try:
+        yield
+    except OSError as exc:
+        if isinstance(exc, (PermissionError, FileExistsError, NotADirectoryError)) or (
+            exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM)
+        ):
+            raise unwritable_cache(root, exc) from None
+        raise
 
 
 class CacheWarning(UserWarning):
@@ -194,7 +224,10 @@ class ArtifactCache:
             if isinstance(sha, str) and len(sha) == 64:
                 return sha
         sha = file_sha256(path)
-        with FileLock(self.root / (HASHES + ".lock"), what="hashing a checkpoint"):
+        with (
+            cache_writes(self.root),
+            FileLock(self.root / (HASHES + ".lock"), what="hashing a checkpoint"),
+        ):
             table = self._read_json(table_path)
             if not isinstance(table, dict):
                 table = {}
@@ -254,7 +287,10 @@ class ArtifactCache:
         ``folder``) when it is missing or unusable. ``what`` names it in messages."""
         folder = self.entry_path(kind, label, key)
         digest = key_digest(key)
-        with FileLock(folder.with_name(folder.name + ".lock"), what=what):
+        with (
+            cache_writes(self.root),
+            FileLock(folder.with_name(folder.name + ".lock"), what=what),
+        ):
             problem = self._problem(folder, key, files)
             if problem is None:
                 return CacheEntry(folder, digest)

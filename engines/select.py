@@ -29,6 +29,7 @@ from export.errors import CheckpointError, ConfigError, MissingDependencyError
 from export.iospec import model_io
 
 from .base import Engine
+from .cache import CacheDirError
 from .device import Device, check_device
 from .errors import EngineError
 from .options import BACKENDS, PRECISIONS, EngineOptions
@@ -222,8 +223,8 @@ def create(checkpoint: str | Path, config: ModelConfig, options: EngineOptions) 
             continue
         try:
             engine = _start(backend, device, checkpoint, config, options)
-        except (CheckpointError, ConfigError):
-            raise  # the input is wrong, not the backend
+        except (CheckpointError, ConfigError, CacheDirError):
+            raise  # the input or the cache folder is wrong, not the backend
         except MissingDependencyError as exc:
             failed.append(
                 Attempt(backend, device, _first_line(exc), _fix_for(backend, device, exc))

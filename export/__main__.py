@@ -34,6 +34,11 @@ def parser() -> argparse.ArgumentParser:
         "./checkpoints or the avatarcam checkpoint folder",
     )
     p.add_argument(
+        "--download",
+        action="store_true",
+        help="download a missing checkpoint without asking (see the README's catalog)",
+    )
+    p.add_argument(
         "--config",
         default=None,
         help="preset name (default vox-256) or the checkpoint's FOMM YAML config",
@@ -88,16 +93,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .checkpoint import find_default_checkpoint, load_model
+    from .checkpoint import load_model
     from .config import load_config
+    from .obtain import obtain_checkpoint
     from .onnx_export import export_onnx
 
     if args.tensorrt:
         from .tensorrt_build import import_tensorrt
 
         import_tensorrt()  # fail before a long export, with the install instructions
-    checkpoint = args.checkpoint or find_default_checkpoint()
-    config = load_config(args.config, args.resolution)
+    choice = obtain_checkpoint(args.checkpoint, args.config, download=args.download)
+    checkpoint = choice.checkpoint
+    config = load_config(choice.config, args.resolution)
     model = load_model(checkpoint, config)
     graphs = GRAPHS if args.graph == "all" else (args.graph,)
     print(

@@ -22,12 +22,11 @@ from .model import FOMM
 DEFAULT_CHECKPOINT_NAMES = ("vox-adv-cpk.pth.tar", "vox-cpk.pth.tar")
 
 WHERE_TO_GET = (
-    "Get a pretrained FOMM checkpoint: vox-adv-cpk.pth.tar (228 MB, md5 "
-    "8a45a24037871c045fbb8a6a8aa95ebc) or vox-cpk.pth.tar (728,766,691 bytes, sha256 "
-    "abb41ab1f279f26326c0d6e4d20702de6658364665aa1313daa7a63e89ea2b23), from the links in the "
-    "README of the first-order-model repository (github.com/AliaksandrSiarohin/first-order-model) "
-    "or avatarify's README. Put it in {default_dir} (found automatically) or pass "
-    "--checkpoint PATH."
+    "Run again with --download to fetch the official vox-adv-cpk.pth.tar (751 MB, verified by "
+    "its sha256), or --checkpoint NAME for another one of the catalog: vox-256 "
+    "(vox-cpk.pth.tar), vox-adv-256-avatarify (avatarify's 228 MB vox-adv-cpk.pth.tar, md5 "
+    "8a45a24037871c045fbb8a6a8aa95ebc); the README lists sizes, checksums and mirrors. Or put "
+    "a checkpoint in {default_dir} (found automatically) or pass --checkpoint PATH."
 )
 
 

@@ -7,6 +7,7 @@ visualisation) is ignored. All public checkpoints share one architecture, so the
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,60 @@ def _section(params: dict[str, Any], key: str, where: str) -> dict[str, Any]:
     return value
 
 
+#: Keys of the FOMM YAML sections that this project reads, beyond the dataclass fields.
+_SECTION_KEYS = {
+    "model_params": ("common_params", "kp_detector_params", "generator_params"),
+}
+#: Sections of ``model_params`` that are valid but only used for training.
+_TRAINING_SECTIONS = ("discriminator_params",)
+_NOT_YAML_KEYS = ("name", "resolution", "kp_detector", "generator", "dense_motion")
+
+
+def _unknown_keys(section: dict[str, Any], valid: list[str], path: str) -> list[str]:
+    """One line per key of ``section`` that is not in ``valid``, with the closest valid key."""
+    lines = []
+    for key in section:
+        if key in valid:
+            continue
+        close = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.6)
+        hint = f" (did you mean '{close[0]}'?)" if close else f" (valid: {', '.join(valid)})"
+        lines.append(f"'{path}.{key}'{hint}")
+    return lines
+
+
+def _check_keys(params: dict[str, Any], name: str) -> None:
+    """Unknown keys are errors naming the closest valid key: a misspelled key would otherwise
+    be ignored and its default used silently."""
+
+    def fields(cls: type, extra: tuple[str, ...] = ()) -> list[str]:
+        keys = [k for k in cls.__dataclass_fields__ if k not in _NOT_YAML_KEYS]
+        return keys + list(extra)
+
+    problems = _unknown_keys(
+        params, [*_SECTION_KEYS["model_params"], *_TRAINING_SECTIONS], "model_params"
+    )
+    sections = (
+        ("common_params", fields(ModelConfig)),
+        ("kp_detector_params", fields(KeypointDetectorConfig)),
+        ("generator_params", fields(GeneratorConfig, ("dense_motion_params",))),
+    )
+    for key, valid in sections:
+        if isinstance(params.get(key), dict):
+            problems += _unknown_keys(params[key], valid, f"model_params.{key}")
+    generator = params.get("generator_params")
+    dense = generator.get("dense_motion_params") if isinstance(generator, dict) else None
+    if isinstance(dense, dict):
+        problems += _unknown_keys(
+            dense, fields(DenseMotionConfig), "model_params.generator_params.dense_motion_params"
+        )
+    if problems:
+        raise ConfigError(
+            f"{name}: unknown config keys: " + "; ".join(problems) + ".\nFix the spelling (a "
+            "misspelled key would silently fall back to its default), or compare with the "
+            "YAML files in the first-order-model repository's config/ folder."
+        )
+
+
 def _pick(section: dict[str, Any], cls: type, where: str, path: str) -> dict[str, Any]:
     names = set(cls.__dataclass_fields__)
     picked = {k: v for k, v in section.items() if k in names}
@@ -132,6 +187,7 @@ def config_from_dict(data: Any, name: str = "config", resolution: int = 256) -> 
             "first-order-model repository), or a preset name: " + ", ".join(PRESETS)
         )
     params = data["model_params"]
+    _check_keys(params, name)
     common = _section(params, "common_params", name)
     kp_params = _section(params, "kp_detector_params", name)
     gen_params = dict(_section(params, "generator_params", name))
@@ -184,11 +240,12 @@ def validate_config(config: ModelConfig) -> None:
         raise ConfigError(f"{config.name}: invalid config: " + "; ".join(problems) + ".")
 
 
-def validate_resolution(config: ModelConfig, resolution: int) -> None:
-    """Check that ``resolution`` is usable with ``config``'s down-sampling depth."""
+def validate_resolution(config: ModelConfig, resolution: int, what: str = "--resolution") -> None:
+    """Check that ``resolution`` is usable with ``config``'s down-sampling depth; ``what``
+    names where the value came from in messages."""
     if not MIN_RESOLUTION <= resolution <= MAX_RESOLUTION:
         raise ConfigError(
-            f"--resolution {resolution} is out of range: expected {MIN_RESOLUTION} to "
+            f"{what} {resolution} is out of range: expected {MIN_RESOLUTION} to "
             f"{MAX_RESOLUTION} pixels (the public checkpoints were trained at 256)."
         )
     kp = config.kp_detector
@@ -201,7 +258,7 @@ def validate_resolution(config: ModelConfig, resolution: int) -> None:
     step = int(max(round(f) for f in factors))
     if resolution % step:
         raise ConfigError(
-            f"--resolution {resolution} does not fit this model: it must be a multiple of "
+            f"{what} {resolution} does not fit this model: it must be a multiple of "
             f"{step} (the networks halve the frame that many times). Try "
             f"{max(step, resolution // step * step)}."
         )
@@ -238,13 +295,46 @@ def load_config(spec: str | Path | None = None, resolution: int | None = None) -
                 f"Config file {path} could not be read as YAML ({exc}). Expected an original "
                 "FOMM config such as config/vox-256.yaml."
             ) from exc
-        size = 256
-        if isinstance(data, dict):
-            frame_shape = (data.get("dataset_params") or {}).get("frame_shape")
-            if isinstance(frame_shape, (list, tuple)) and frame_shape:
-                size = int(frame_shape[0])
+        size, size_key = _dataset_resolution(data, path.name)
         config = config_from_dict(data, name=path.name, resolution=size)
+        if size_key and resolution is None:
+            validate_resolution(config, size, f"{path.name}: {size_key}")
     if resolution is not None:
         validate_resolution(config, resolution)
         config = replace(config, resolution=resolution)
     return config
+
+
+def _dataset_resolution(data: Any, name: str) -> tuple[int, str | None]:
+    """The frame size a FOMM YAML was trained at (``dataset_params.frame_shape``, or
+    ``image_shape`` in mgif-256.yaml), and the key it came from; 256 when not given."""
+    if not isinstance(data, dict) or data.get("dataset_params") is None:
+        return 256, None
+    dataset = data["dataset_params"]
+    if not isinstance(dataset, dict):
+        raise ConfigError(
+            f"{name}: 'dataset_params' is {dataset!r}, expected a mapping such as "
+            "'dataset_params: {frame_shape: [256, 256, 3]}' (or leave it out: 256 is used)."
+        )
+    for key in ("frame_shape", "image_shape"):
+        if dataset.get(key) is None:
+            continue
+        shape = dataset[key]
+        where = f"dataset_params.{key}"
+        sizes_ok = (
+            isinstance(shape, (list, tuple))
+            and len(shape) in (2, 3)
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)
+        )
+        if not sizes_ok:
+            raise ConfigError(
+                f"{name}: '{where}' is {shape!r}, expected [HEIGHT, WIDTH, CHANNELS] in pixels, "
+                "e.g. [256, 256, 3]."
+            )
+        if shape[0] != shape[1]:
+            raise ConfigError(
+                f"{name}: '{where}' is {list(shape)}: the model needs square frames, e.g. "
+                "[256, 256, 3]."
+            )
+        return int(shape[0]), where
+    return 256, None

@@ -60,6 +60,11 @@ class Animator:
         return self.engine.io.resolution
 
     @property
+    def round_trip_ms(self) -> float | None:
+        """The latest frame's round trip to an avatar server (remote backend), else None."""
+        return getattr(self.engine, "last_rtt_ms", None)
+
+    @property
     def avatar_keypoints(self) -> KeypointArrays | None:
         return self._avatar_kp
 

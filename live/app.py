@@ -6,24 +6,26 @@ import logging
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import replace
+from pathlib import Path
 
-from engines import create_engine
-from export.checkpoint import find_default_checkpoint
+from engines import Engine, create_engine
 from export.config import load_config
+from export.obtain import obtain_checkpoint
 
 from .animator import Animator
 from .avatars import load_avatar_images
 from .controls import controls_help
-from .errors import InputError, SettingError
+from .errors import DisplayError, InputError, SettingError
 from .face import FaceDetector
 from .grabber import LatestFrameGrabber
 from .loop import FrameRecord, LiveLoop
 from .options import RunOptions
-from .outputs import FrameSink, open_output
+from .outputs import FrameSink, check_output_target, open_output
 from .pipeline import Cropper, FaceCropper, ResizeCropper, prepare_avatars
 from .preview import PreviewWindow, display_available
 from .progress import Progress
 from .sources import FrameSource, open_source
+from .startup import Checks, RunReport
 from .virtualcam import CameraFactory, VirtualCamera
 
 log = logging.getLogger("avatarcam")
@@ -40,34 +42,45 @@ def run(
     """Run the whole pipeline until the input ends or the user quits; returns the loop.
 
     ``on_frame(record, loop)`` is called after each frame; ``camera_factory`` replaces
-    pyvirtualcam (tests).
+    pyvirtualcam (tests). :func:`run_checked` also checks the result.
     """
-    remote = options.engine.server is not None
-    # With --server the model lives on the server: no local config or checkpoint.
-    config = None if remote else load_config(options.model.config, options.model.resolution)
+    remote = options.engine.server is not None  # --server: the model lives on the server
+    if not remote and options.model.config is not None:  # check an explicit config first
+        load_config(options.model.config, options.model.resolution)
     capture = options.capture
+    asked_preview = options.output.preview
+    if options.output.file is not None:
+        check_output_target(options.output.file, _input_paths(options), options.output.overwrite)
     with ExitStack() as stack:
-        source = stack.enter_context(
-            open_source(capture.input, width=capture.width, height=capture.height, fps=capture.fps)
+        # Start-up checks, all problems reported at once, before the slow engine build.
+        checks = Checks()
+        source = checks.enter(
+            stack,
+            lambda: open_source(
+                capture.input, width=capture.width, height=capture.height, fps=capture.fps
+            ),
         )
-        live = source.is_live
+        live = source.is_live if source is not None else _looks_like_camera(capture.input)
         options = options.resolved(live)
+        avatars = checks.run(lambda: load_avatar_images(options.avatar))
+        sinks = _open_sinks(options, source, checks, stack)
+        virtual_camera = _open_virtual_camera(options, source, camera_factory, checks, stack)
+        preview = _open_preview(options, asked_preview is True and live, checks, stack)
+        checks.raise_all()
+        stack.push(_report_interrupt(sinks))
+        assert source is not None and avatars is not None  # checks.raise_all() raised otherwise
         if live:
             _log_camera(source)
-        avatars = load_avatar_images(options.avatar)
-        sinks = _open_sinks(options, source, stack)
-        if remote:
-            engine = stack.enter_context(_connect_server(options, live))
-        else:
-            checkpoint = options.model.checkpoint or find_default_checkpoint()
-            engine = stack.enter_context(create_engine(checkpoint, config, options.engine))
+        if virtual_camera is not None:
+            _log_virtual_camera(virtual_camera, options)
+
+        engine = stack.enter_context(
+            _connect_server(options, live) if remote else _start_engine(options)
+        )
         log.debug("engine details: %s", engine.describe())
         resolution = engine.io.resolution
-
         prepared = prepare_avatars(avatars, resolution, options.crop, options.framing)
         cropper = _cropper(options, resolution, stack)
-        virtual_camera = _open_virtual_camera(options, source, camera_factory, stack)
-        preview = _open_preview(options, stack)
         if live:
             log.info(controls_help() if preview else "press Ctrl+C to stop")
 
@@ -93,7 +106,12 @@ def run(
             preview=preview,
             on_frame=record,
         )
-        written = loop.run()
+        try:
+            written = loop.run()
+        except BaseException:
+            if progress is not None:
+                progress.abort()
+            raise
         if progress is not None:
             progress.close()
     if written == 0:
@@ -105,7 +123,132 @@ def run(
     return loop
 
 
+def run_checked(options: RunOptions) -> LiveLoop:
+    """:func:`run`, then a check of the result: a file input that ended before the frame count
+    it announces, or in which no frame had a face, raises :class:`~live.startup.IncompleteRun`
+    (exit status 4) once the output is saved; some frames without a face give a warning."""
+    counts: list[str] = []
+    loop = run(options, on_frame=lambda record, _: counts.append(record.status))
+    source = loop.grabber.source
+    if source.is_live:
+        return loop
+    every_frame = loop.grabber.mode == "every"  # not paced: nothing dropped on purpose
+    report = RunReport(expected=source.frame_count if every_frame else None)
+    for status in counts:
+        report.count(status if options.crop else "")
+    report.finish(str(options.capture.input), live=False)
+    return loop
+
+
 # The set-up steps of run(), in order. Options passed in are resolved (no automatic values).
+
+
+def _looks_like_camera(spec: str) -> bool:
+    text = str(spec).strip()
+    return text.isdigit() or text.startswith("/dev/video")
+
+
+def _input_paths(options: RunOptions) -> list[Path]:
+    """The avatar and driving input as paths (a camera index or device is not one)."""
+    paths = [Path(options.avatar).expanduser()]
+    if not _looks_like_camera(options.capture.input):
+        paths.append(Path(str(options.capture.input)).expanduser())
+    return paths
+
+
+def _open_sinks(
+    options: RunOptions, source: FrameSource | None, checks: Checks, stack: ExitStack
+) -> list[FrameSink]:
+    """The file output, if any; a problem when a file input would go nowhere."""
+    output = options.output
+    source_fps = source.fps if source is not None else None
+    sinks: list[FrameSink] = []
+    if output.file is not None:
+        sink = checks.enter(
+            stack,
+            lambda: open_output(
+                output.file,
+                output.video_fps or source_fps or 25.0,
+                overwrite=output.overwrite,
+                size=output.video_size,
+            ),
+        )
+        sinks = [sink] if sink is not None else []
+    if (
+        source is not None
+        and not source.is_live
+        and output.file is None
+        and not output.virtual_camera
+        and output.preview is not True
+    ):
+        checks.problems.append(
+            InputError(
+                f"Nothing to do with the file input {source.name}: pass --output (a folder "
+                "or a video file), --virtual-cam or --preview."
+            )
+        )
+    return sinks
+
+
+def _open_virtual_camera(
+    options: RunOptions,
+    source: FrameSource | None,
+    camera_factory: CameraFactory | None,
+    checks: Checks,
+    stack: ExitStack,
+) -> VirtualCamera | None:
+    if not options.output.virtual_camera:
+        return None
+    source_fps = source.fps if source is not None else None
+    return checks.enter(
+        stack,
+        lambda: VirtualCamera(
+            options.output.camera, source_fps=source_fps, camera_factory=camera_factory
+        ),
+    )
+
+
+def _open_preview(
+    options: RunOptions, required: bool, checks: Checks, stack: ExitStack
+) -> PreviewWindow | None:
+    """The preview window; without a display a problem when it was asked for a camera
+    (``required``), else a warning."""
+    if not options.output.preview:
+        return None
+    if display_available():
+        return stack.enter_context(PreviewWindow(check_display=False))
+    if required:
+        checks.problems.append(
+            DisplayError(
+                "--preview was given but there is no display to show the window on "
+                "(DISPLAY/WAYLAND_DISPLAY unset or unusable). Run on a desktop session, "
+                "or drop --preview."
+            )
+        )
+    else:
+        log.warning(
+            "no display found: running without the preview window "
+            "(pass --no-preview to silence this)"
+        )
+    return None
+
+
+def _report_interrupt(sinks: list[FrameSink]) -> Callable[..., bool]:
+    """An exit callback that, after Ctrl+C, says what the file outputs hold (an output
+    without a frame is removed when it closes)."""
+
+    def on_exit(exc_type: type[BaseException] | None, *_: object) -> bool:
+        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
+            for sink in sinks:
+                if sink.count:
+                    log.warning("interrupted: %d frames saved to %s", sink.count, sink.path)
+                else:
+                    log.warning(
+                        "interrupted before the first frame: nothing saved to %s", sink.path
+                    )
+        return False
+
+    return on_exit
 
 
 def _log_camera(source: FrameSource) -> None:
@@ -119,43 +262,7 @@ def _log_camera(source: FrameSource) -> None:
     )
 
 
-def _open_sinks(options: RunOptions, source: FrameSource, stack: ExitStack) -> list[FrameSink]:
-    """The file output, if any; raises when a file input would go nowhere."""
-    sinks = []
-    if options.output.file is not None:
-        sinks.append(stack.enter_context(open_output(options.output.file, source.fps or 25.0)))
-    output = options.output
-    if (
-        not source.is_live
-        and not sinks
-        and not output.virtual_camera
-        and output.preview is not True
-    ):
-        raise InputError(
-            f"Nothing to do with the file input {source.name}: pass --output (a folder or a "
-            "video file), --virtual-cam or --preview."
-        )
-    return sinks
-
-
-def _cropper(options: RunOptions, resolution: int, stack: ExitStack) -> Cropper:
-    if not options.crop:
-        return ResizeCropper(resolution)
-    detector = stack.enter_context(FaceDetector("video"))
-    return FaceCropper(resolution, detector, options.framing)
-
-
-def _open_virtual_camera(
-    options: RunOptions,
-    source: FrameSource,
-    camera_factory: CameraFactory | None,
-    stack: ExitStack,
-) -> VirtualCamera | None:
-    if not options.output.virtual_camera:
-        return None
-    virtual_camera = stack.enter_context(
-        VirtualCamera(options.output.camera, source_fps=source.fps, camera_factory=camera_factory)
-    )
+def _log_virtual_camera(virtual_camera: VirtualCamera, options: RunOptions) -> None:
     log.info(
         "virtual camera: %s (%dx%d at %g fps) - select it in Zoom, OBS, Meet or Teams",
         virtual_camera.device,
@@ -163,29 +270,23 @@ def _open_virtual_camera(
         options.output.camera.height,
         virtual_camera.fps,
     )
-    return virtual_camera
 
 
-def _open_preview(options: RunOptions, stack: ExitStack) -> PreviewWindow | None:
-    if not options.output.preview:
-        return None
-    if display_available():
-        return stack.enter_context(PreviewWindow(check_display=False))
-    log.warning(
-        "no display found: running without the preview window (pass --no-preview to silence this)"
+def _start_engine(options: RunOptions) -> Engine:
+    """The local engine: the checkpoint found, downloaded or named, and its config."""
+    model = options.model
+    choice = obtain_checkpoint(
+        model.checkpoint,
+        model.config,
+        download=model.download,
+        url=model.checkpoint_url,
+        sha256=model.checkpoint_sha256,
     )
-    return None
+    config = load_config(choice.config, model.resolution)
+    return create_engine(choice.checkpoint, config, options.engine)
 
 
-def _progress(source: FrameSource) -> Progress | None:
-    """A progress bar for file inputs longer than a few frames."""
-    total = source.frame_count
-    if source.is_live or (total is not None and total <= PROGRESS_MIN_FRAMES):
-        return None
-    return Progress(total)
-
-
-def _connect_server(options: RunOptions, live: bool):
+def _connect_server(options: RunOptions, live: bool) -> Engine:
     """The remote backend (--server): a session on an avatar server; live runs reconnect with
     back-off when it goes, offline runs stop with what they wrote."""
     from engines.remote_engine import connect
@@ -200,3 +301,18 @@ def _connect_server(options: RunOptions, live: bool):
             f"{engine.io.resolution}px: drop --resolution (the server decides)"
         )
     return engine
+
+
+def _cropper(options: RunOptions, resolution: int, stack: ExitStack) -> Cropper:
+    if not options.crop:
+        return ResizeCropper(resolution)
+    detector = stack.enter_context(FaceDetector("video"))
+    return FaceCropper(resolution, detector, options.framing)
+
+
+def _progress(source: FrameSource) -> Progress | None:
+    """A progress bar for file inputs longer than a few frames."""
+    total = source.frame_count
+    if source.is_live or (total is not None and total <= PROGRESS_MIN_FRAMES):
+        return None
+    return Progress(total)

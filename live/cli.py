@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
+import re
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -18,6 +20,7 @@ from .errors import SettingError
 from .framing import FramingConfig
 from .loop import LoopOptions
 from .options import CaptureOptions, ModelOptions, OutputOptions, RunOptions
+from .startup import IncompleteRun
 from .virtualcam import VirtualCameraConfig
 
 log = logging.getLogger("avatarcam")
@@ -65,7 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument(
         "--output",
         type=Path,
-        help="record to a folder (one PNG per frame: 000000.png, ...) or a video file (.mp4)",
+        help="record to a folder (one PNG per frame: 000000.png, ...) or a video file (.mp4, "
+        ".mov, .mkv, .avi: H.264; .webm: VP9); never an input, never over earlier output "
+        "without --overwrite",
     )
     io.add_argument("--list-cameras", action="store_true", help="list cameras and exit")
     io.add_argument("--camera-size", type=_size, help="camera size to request, e.g. 1280x720")
@@ -147,14 +152,15 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument(
         "--checkpoint",
         type=Path,
-        help="FOMM checkpoint, e.g. vox-adv-cpk.pth.tar (default: looked for in ./checkpoints "
-        "and ~/.cache/avatarcam/checkpoints)",
+        help="FOMM checkpoint file, e.g. vox-adv-cpk.pth.tar, or a catalog name (vox-adv-256, "
+        "vox-256, vox-adv-256-avatarify) to download (default: looked for in ./checkpoints and "
+        "~/.cache/avatarcam/checkpoints, else offered for download)",
     )
     model.add_argument(
         "--config",
         default=ModelOptions.config,
         help="preset (vox-256, vox-adv-256, taichi-256, mgif-256, ...) or an original FOMM "
-        "YAML config (default: %(default)s)",
+        "YAML config (default: the checkpoint's catalog config, else vox-256)",
     )
     model.add_argument("--resolution", type=int, help="model frame size (default: 256)")
 
@@ -224,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
         "print the fix for each problem, and exit (0: the live run would work)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
+    _add_download_and_recording_flags(io, model)
     return parser
 
 
@@ -275,10 +282,107 @@ def _engine_options(args: argparse.Namespace) -> EngineOptions:
     return replace(options, backend="remote", server=remote)
 
 
+def _add_download_and_recording_flags(
+    io: argparse._ArgumentGroup, model: argparse._ArgumentGroup
+) -> None:
+    """Flags for downloading checkpoints and for recorded files."""
+    io.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace what an earlier run wrote to --output (a video file, or the NNNNNN.png "
+        "frames of a folder; other files are kept). Without it a non-empty --output is refused",
+    )
+    io.add_argument(
+        "--output-fps",
+        type=float,
+        help="frame rate of a recorded video (default: the input's rate, 25 when unknown)",
+    )
+    io.add_argument(
+        "--output-size",
+        type=_size,
+        help="frame size of a recorded video or PNGs, e.g. 512x512 (default: the model's, "
+        "256x256; other shapes are letterboxed)",
+    )
+    model.add_argument(
+        "--download",
+        action="store_true",
+        help="download a missing checkpoint without asking (verified by its sha256)",
+    )
+    model.add_argument(
+        "--checkpoint-url",
+        metavar="URL",
+        help="download the checkpoint from URL (needs --checkpoint-sha256)",
+    )
+    model.add_argument(
+        "--checkpoint-sha256",
+        metavar="HEX",
+        help="sha256 the --checkpoint-url download must have",
+    )
+
+
+def _flag_problems(args: argparse.Namespace) -> list[str]:
+    """Values no option accepts, named by their flags (all of them, not just the first)."""
+    problems = []
+
+    def check(flag: str, value: float | None, low: float, high: float, hint: str) -> None:
+        if value is not None and not (math.isfinite(value) and low <= value <= high):
+            problems.append(
+                f"{flag} {value:g} is out of range: expected {low:g} to {high:g}. {hint}"
+            )
+
+    check(
+        "--crop-scale",
+        args.crop_scale,
+        1.0,
+        4.0,
+        "The default 1.8 frames the head like the "
+        "training data; larger shows more around the face.",
+    )
+    check(
+        "--crop-shift",
+        args.crop_shift,
+        -1.0,
+        1.0,
+        "It is a fraction of the face height (negative moves the crop down); the default is 0.2.",
+    )
+    check(
+        "--smoothing",
+        args.smoothing,
+        0.01,
+        30.0,
+        "It is a frequency in Hz: lower is steadier, higher follows faster; the default is 1.0.",
+    )
+    check("--camera-fps", args.camera_fps, 1.0, 240.0, "Leave it out to use the camera's rate.")
+    check("--output-fps", args.output_fps, 1.0, 240.0, "Leave it out to use the input's rate.")
+    for flag, size, even in (
+        ("--camera-size", args.camera_size, False),
+        ("--virtual-cam-size", args.virtual_cam_size, True),
+        ("--output-size", args.output_size, True),
+    ):
+        if size is None:
+            continue
+        width, height = size
+        if not (16 <= width <= 7680 and 16 <= height <= 7680) or (even and (width | height) & 1):
+            problems.append(
+                f"{flag} {width}x{height} is not a usable size: expected WIDTHxHEIGHT with each "
+                f"side from 16 to 7680 pixels{' and even' if even else ''}, e.g. 1280x720."
+            )
+    text = str(args.input).strip()
+    if re.fullmatch(r"[-+]\d+", text) and int(text) < 0:
+        problems.append(
+            f"--input {text} is not a camera: camera indexes start at 0 (0 is the first "
+            "camera). Run with --list-cameras to see them, or pass a video file or folder."
+        )
+    return problems
+
+
 def options_from_args(args: argparse.Namespace) -> RunOptions:
     """Map parsed flags onto :class:`RunOptions` (raises SettingError on invalid values)."""
+    problems = _flag_problems(args)
     if args.avatar is None:
-        raise SettingError("--avatar is required: an image, or a folder of images.")
+        problems.insert(0, "--avatar is required: an image, or a folder of images.")
+    if problems:
+        raise SettingError("\n".join(problems))
     width, height = args.camera_size or (None, None)
     vcam_width, vcam_height = args.virtual_cam_size
     return RunOptions(
@@ -301,6 +405,9 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
                 fit=args.virtual_cam_fit,
             ),
             preview=args.preview,
+            overwrite=args.overwrite,
+            video_fps=args.output_fps,
+            video_size=args.output_size,
         ),
         crop=args.crop,
         framing=replace(
@@ -310,7 +417,12 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
             min_cutoff=args.smoothing,
         ),
         model=ModelOptions(
-            checkpoint=args.checkpoint, config=args.config, resolution=args.resolution
+            checkpoint=args.checkpoint,
+            config=args.config,
+            resolution=args.resolution,
+            download=args.download,
+            checkpoint_url=args.checkpoint_url,
+            checkpoint_sha256=args.checkpoint_sha256,
         ),
         engine=_engine_options(args),
         motion=MotionOptions(relative=args.relative, adapt_scale=args.adapt_scale),
@@ -351,9 +463,12 @@ def main(argv: list[str] | None = None) -> int:
             for camera in cameras:
                 print(camera.describe())
             return 0
-        from .app import run
+        from .app import run_checked
 
-        run(options_from_args(args))
+        run_checked(options_from_args(args))
+    except IncompleteRun as exc:
+        print(f"warning: {exc}", file=sys.stderr)
+        return exc.exit_code
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -5,11 +5,12 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 import numpy as np
 
@@ -82,9 +83,10 @@ def _check_model(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def _native_logs_silenced() -> Iterator[None]:
+def _native_logs_silenced(sink: IO[bytes] | None = None) -> Iterator[None]:
     """Hide the INFO lines MediaPipe's native runtime (LiteRT) writes straight to file
-    descriptor 2 when a task starts and stops; Python exceptions still carry any error."""
+    descriptor 2 when a task starts and stops (into ``sink`` when given, else nowhere);
+    Python exceptions still carry any error."""
     try:
         sys.stderr.flush()
         saved = os.dup(2)
@@ -92,12 +94,44 @@ def _native_logs_silenced() -> Iterator[None]:
         yield
         return
     try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
+        if sink is not None:
+            os.dup2(sink.fileno(), 2)
             yield
+        else:
+            with open(os.devnull, "w") as devnull:
+                os.dup2(devnull.fileno(), 2)
+                yield
     finally:
         os.dup2(saved, 2)
         os.close(saved)
+
+
+#: Set once the native runtime's one-time warnings have been triggered (and hidden).
+_warmed_up = False
+#: Warm-up frame sizes: the runtime warns only for input memory it finds misaligned, which
+#: depends on where the allocator puts each copy, so a few sizes are tried.
+_WARM_UP_SIZES = ((128, 128), (129, 161), (240, 320), (97, 131), (480, 640), (360, 480))
+
+
+def _warm_up(detector: Any, mp: Any, mode: RunningMode, log: IO[bytes]) -> int:
+    """Run the first inferences on blank frames while fd 2 goes to ``log``, until the
+    runtime's one-time warnings ("Logging before InitGoogle()", "Input tensor memory is not
+    aligned"), which a user cannot act on, have been printed there; returns the last video
+    timestamp used."""
+    global _warmed_up
+    stamp = 0
+    for stamp, (height, width) in enumerate(_WARM_UP_SIZES):
+        if _warmed_up:
+            break
+        misaligned = np.zeros(height * width * 3 + 1, np.uint8)[1:].reshape(height, width, 3)
+        blank = mp.Image(image_format=mp.ImageFormat.SRGB, data=misaligned)
+        if mode == "video":
+            detector.detect_for_video(blank, stamp)
+        else:
+            detector.detect(blank)
+        log.seek(0)
+        _warmed_up = b"not aligned" in log.read()
+    return stamp
 
 
 class FaceDetector(Closing):
@@ -151,8 +185,9 @@ class FaceDetector(Closing):
             min_detection_confidence=self._min_confidence,
         )
         try:
-            with _native_logs_silenced():
+            with tempfile.TemporaryFile() as log, _native_logs_silenced(log):
                 self._detector: Any = MpFaceDetector.create_from_options(options)
+                last_stamp = _warm_up(self._detector, mp, mode, log)
         except (ValueError, RuntimeError, OSError) as exc:
             raise FaceModelError(
                 f"Cannot load the face detection model {self._model_path}: {exc}.\n"
@@ -161,7 +196,7 @@ class FaceDetector(Closing):
                 "The file is corrupt or not a MediaPipe model: reinstall avatarcam "
                 "(pip install avatarcam, or pip install -e . in a checkout)."
             ) from exc
-        self._last_timestamp_ms = -1
+        self._last_timestamp_ms = last_stamp  # the warm-up frames used 0..last_stamp
 
     @property
     def mode(self) -> RunningMode:

@@ -347,7 +347,7 @@ class LiveLoop:
                     "output": (sent - animated) * 1000,
                     "latency": latency,
                 }
-                rtt = getattr(self.animator.engine, "last_rtt_ms", None)
+                rtt = self.animator.round_trip_ms
                 if rtt is not None:  # the remote backend: the frame's round trip to the server
                     stages["rtt"] = rtt
                 for name, value in stages.items():

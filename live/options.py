@@ -23,9 +23,12 @@ from .virtualcam import VirtualCameraConfig
 class ModelOptions:
     """Which network to run."""
 
-    checkpoint: Path | None = None  # FOMM checkpoint; None: look in the default folders
-    config: str = "vox-256"  # preset name or an original FOMM YAML file
+    checkpoint: Path | None = None  # FOMM checkpoint file or catalog name; None: look/download
+    config: str | None = None  # preset or FOMM YAML; None: the checkpoint's (else vox-256)
     resolution: int | None = None  # square frame size; None: the config's (256 for presets)
+    download: bool = False  # download a missing checkpoint without asking
+    checkpoint_url: str | None = None  # download the checkpoint from this URL ...
+    checkpoint_sha256: str | None = None  # ... verified against this sha256 (required with it)
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,9 @@ class OutputOptions:
     virtual_camera: bool | None = None  # None: on for camera inputs, off for files
     camera: VirtualCameraConfig = field(default_factory=VirtualCameraConfig)  # its size/fps
     preview: bool | None = None  # None: on when a display is available and input is a camera
+    overwrite: bool = False  # replace what an earlier run wrote to ``file``
+    video_fps: float | None = None  # frame rate of a video ``file``; None: the input's rate
+    video_size: tuple[int, int] | None = None  # video/PNG frame size; None: the model's
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import platform
 import subprocess
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -40,6 +41,18 @@ except cv2.error:
 """
 
 
+def quiet_qt() -> None:
+    """Keep OpenCV's Qt backend from printing warnings a user cannot act on: point it at a
+    font folder that exists (OpenCV's own, else the system's; Qt otherwise warns about a
+    missing font directory) and drop Qt's platform and font logging categories. Settings the
+    user made in the environment are kept."""
+    fonts = [Path(cv2.__file__).parent / "qt" / "fonts", Path("/usr/share/fonts/truetype")]
+    found = next((str(f) for f in fonts if f.is_dir()), None)
+    if found is not None:
+        os.environ.setdefault("QT_QPA_FONTDIR", found)
+    os.environ.setdefault("QT_LOGGING_RULES", "qt.qpa.*=false;qt.text.font.*=false")
+
+
 def display_available(timeout: float = 20.0) -> bool:
     """True when an OpenCV window can be opened here.
 
@@ -50,6 +63,7 @@ def display_available(timeout: float = 20.0) -> bool:
         os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
     ):
         return False
+    quiet_qt()  # the probe inherits the environment
     try:
         result = subprocess.run(
             [sys.executable, "-c", _PROBE], capture_output=True, timeout=timeout, check=False
@@ -187,6 +201,7 @@ class PreviewWindow(Closing):
         self.overlay_alpha = overlay_alpha
         self.height = height
         try:
+            quiet_qt()
             cv2.namedWindow(title, cv2.WINDOW_AUTOSIZE)
         except cv2.error as exc:
             raise DisplayError(

@@ -19,6 +19,7 @@ class Progress:
         self._last = 0.0
         self._tty = self.stream.isatty()
         self._interval = 0.2 if self._tty else 5.0
+        self._open_line = False  # an in-place line is on screen without its newline
 
     def update(self, count: int = 1) -> None:
         self.done += count
@@ -42,6 +43,7 @@ class Progress:
     def _write(self, line: str, final: bool) -> None:
         if self._tty:
             self.stream.write("\r" + line + ("\n" if final else ""))
+            self._open_line = not final
         else:
             self.stream.write(line + "\n")
         self.stream.flush()
@@ -50,3 +52,11 @@ class Progress:
         now = time.perf_counter()
         elapsed = now - self._start
         self._write(f"{self.done} {self.label} in {elapsed:.1f}s", final=True)
+
+    def abort(self) -> None:
+        """End the in-place line (without a summary) so that an error or "interrupted"
+        printed next starts on a line of its own."""
+        if self._open_line:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._open_line = False

@@ -294,3 +294,31 @@ def test_second_start_reuses_and_truncated_onnx_is_rebuilt(
     with pytest.warns(CacheWarning, match="damaged"):
         start_and_check()
     assert len(calls) == 2
+
+
+# --- an unwritable cache folder (issue 10) ------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["file-in-the-way", "permission-denied"])
+def test_unwritable_cache_names_the_folder_and_avatarcam_home(
+    tiny_golden: Golden, tmp_path: Path, monkeypatch, how: str
+) -> None:
+    home = tmp_path / "home"
+    if how == "file-in-the-way":
+        home.write_text("a file where the cache folder should be")
+    else:
+        real_mkdir = Path.mkdir
+
+        def denied(self, *args, **kwargs):
+            if str(self).startswith(str(home)):
+                raise PermissionError(13, "Permission denied", str(self))
+            return real_mkdir(self, *args, **kwargs)
+
+        monkeypatch.setattr(Path, "mkdir", denied)
+    monkeypatch.setenv("AVATARCAM_HOME", str(home))
+    config = load_config(tiny_golden.config, resolution=64)
+    with pytest.raises(EngineError) as info:
+        create_engine(tiny_golden.checkpoint, config, EngineOptions(backend="onnxruntime"))
+    message = str(info.value)
+    assert f"{home / 'cache'} cannot be written" in message
+    assert "AVATARCAM_HOME" in message and "pip install" not in message

@@ -177,3 +177,61 @@ def test_vox_shapes_at_other_resolutions(resolution: int) -> None:
     io = model_io(config)
     assert io.frame.tensor("prediction").shape == (1, 3, resolution, resolution)
     assert io.avatar.tensor("avatar_small").shape == (1, 3, resolution // 4, resolution // 4)
+
+
+# --- misspelled keys and dataset_params (issue 10) ---------------------------------------------
+
+
+def _tiny_yaml(golden: Golden, tmp_path: Path, edit) -> Path:
+    data = yaml.safe_load(golden.config.read_text())
+    edit(data)
+    path = tmp_path / "edited.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("section", "wrong", "right"),
+    [
+        (("common_params",), "num_kpp", "num_kp"),
+        (("kp_detector_params",), "temprature", "temperature"),
+        (("generator_params", "dense_motion_params"), "block_expanson", "block_expansion"),
+    ],
+)
+def test_misspelled_key_names_the_closest(tiny_golden, tmp_path, section, wrong, right) -> None:
+    def edit(data: dict) -> None:
+        target = data["model_params"]
+        for key in section:
+            target = target[key]
+        target[wrong] = target.pop(right)
+
+    with pytest.raises(ConfigError) as info:
+        load_config(_tiny_yaml(tiny_golden, tmp_path, edit))
+    message = str(info.value)
+    assert f".{wrong}' (did you mean '{right}'?)" in message
+    assert "trained with" not in message
+
+
+@pytest.mark.parametrize(
+    ("dataset", "phrase"),
+    [
+        ("not a mapping", "'dataset_params' is 'not a mapping', expected a mapping"),
+        ({"frame_shape": "big"}, "'dataset_params.frame_shape' is 'big', expected [HEIGHT"),
+        ({"frame_shape": [64, 0, 3]}, "expected [HEIGHT, WIDTH, CHANNELS]"),
+        ({"frame_shape": [64, 128, 3]}, "needs square frames"),
+        ({"frame_shape": [1000, 1000, 3]}, "dataset_params.frame_shape 1000 is out of range"),
+        ({"frame_shape": [100, 100, 3]}, "dataset_params.frame_shape 100 does not fit"),
+    ],
+)
+def test_bad_dataset_params(tiny_golden, tmp_path, dataset, phrase) -> None:
+    path = _tiny_yaml(tiny_golden, tmp_path, lambda data: data.update(dataset_params=dataset))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert phrase in str(info.value)
+
+
+def test_dataset_frame_shape_sets_the_resolution(tiny_golden, tmp_path) -> None:
+    path = _tiny_yaml(
+        tiny_golden, tmp_path, lambda data: data.update(dataset_params={"frame_shape": [64, 64]})
+    )
+    assert load_config(path).resolution == 64

@@ -60,3 +60,6 @@ def run_on_display(script: str, display: str, *args: str, timeout: float = 300) 
     assert result.returncode == 0, result.stderr[-3000:]
     line = next(line for line in result.stdout.splitlines() if line.startswith("REPORT "))
     return json.loads(line.removeprefix("REPORT "))
+
+
+from tests.fileserver import file_server  # noqa: E402, F401  (a local HTTP server for downloads)

@@ -480,6 +480,7 @@ class SlowAnimator:
             np.array([[[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]]]), None
         )
         self.rest_image = np.zeros((resolution, resolution, 3), np.uint8)
+        self.round_trip_ms = None  # a local engine: no server round trip
         self.animated: list[int] = []  # frame encoded in each crop, at the start of animate()
         self.changed: list[int] = []  # frames whose crop was overwritten during animate()
 
