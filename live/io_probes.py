@@ -173,8 +173,8 @@ def probe_checkpoint(checkpoint: Path | None = None) -> list[Check]:
 
     section = "Checkpoint"
     fix = (
-        f"mkdir -p {default_checkpoint_dir()} && cp {DEFAULT_CHECKPOINT_NAMES[0]} "
-        f"{default_checkpoint_dir()}/   (where to get it: README, 'Checkpoints')"
+        "python run_live.py --avatar me.jpg --download   (downloads and verifies the default "
+        f"checkpoint), or put {DEFAULT_CHECKPOINT_NAMES[0]} in {default_checkpoint_dir()}/"
     )
     if checkpoint is not None:
         path = checkpoint.expanduser()

@@ -59,7 +59,8 @@ def test_real_run_here(
         assert lines["virtual camera"].startswith("[FAIL] no v4l2loopback device")
         assert "virtual camera (needed): " in out and "sudo modprobe v4l2loopback" in out
     assert lines["checkpoint"].startswith("[FAIL]")
-    assert "checkpoint (needed): mkdir -p /nonexistent-avatarcam-home/checkpoints" in out
+    assert "checkpoint (needed): python run_live.py --avatar me.jpg --download" in out
+    assert "/nonexistent-avatarcam-home/checkpoints/" in out
     assert "would NOT work" in out
     assert code == 1
 
@@ -177,7 +178,8 @@ def test_checkpoint_fixes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.chdir(tmp_path)
     check = _only(io_probes.probe_checkpoint())
     assert check.status == "fail"
-    assert check.fix.startswith(f"mkdir -p {tmp_path / 'home' / 'checkpoints'} && cp ")
+    assert check.fix.startswith("python run_live.py --avatar me.jpg --download")
+    assert check.fix.endswith(f"{tmp_path / 'home' / 'checkpoints'}/")
     stub = tmp_path / "checkpoints" / "vox-cpk.pth.tar"
     stub.parent.mkdir()
     stub.write_bytes(b"<html>")
