@@ -14,9 +14,11 @@ from .animator import Animator
 from .avatars import load_avatar_images
 from .capture import LatestFrameGrabber, open_source
 from .controls import controls_help
+from .credentials import ContentCredentials
 from .errors import InputError
 from .face import FaceDetector
 from .loop import FrameRecord, LiveLoop
+from .marking import FrameMarker
 from .options import RunOptions
 from .outputs import open_output
 from .pipeline import FaceCropper, ResizeCropper, prepare_avatars
@@ -67,6 +69,7 @@ def run(
                 f"Nothing to do with the file input {source.name}: pass --output (a folder or a "
                 "video file), --virtual-cam or --preview."
             )
+        credentials = _marking_setup(options, [a.path for a in avatars])
         checkpoint = options.model.checkpoint or find_default_checkpoint()
         engine = stack.enter_context(create_engine(checkpoint, config, options.engine))
         log.debug("engine details: %s", engine.describe())
@@ -129,14 +132,31 @@ def run(
             virtual_camera=virtual_camera,
             preview=preview,
             on_frame=record,
+            marker=FrameMarker(options.marking, config.resolution),
         )
         written = loop.run()
         if progress is not None:
             progress.close()
     if written == 0:
         raise InputError(f"The input {capture.input} has no frames: nothing was written.")
+    if credentials is not None and options.output.file is not None:
+        credentials.sign_output(options.output.file, written)
     if options.output.file is not None:
         log.info("wrote %d frames to %s", written, options.output.file)
     if loop.dropped:
         log.info("dropped %d stale frames to keep up with the input", loop.dropped)
     return loop
+
+
+def _marking_setup(options: RunOptions, avatars: list) -> ContentCredentials | None:
+    """Say what marks the output carries; set up Content Credentials for file outputs (before
+    the run, so a bad key fails before any frame is computed)."""
+    if not options.marking.watermark:
+        log.warning(
+            "warning: the invisible watermark is off (--no-watermark). Where the law requires "
+            "AI-generated video to be marked as such (e.g. EU AI Act Art. 50), disclosing it "
+            "is now up to you: consider --label."
+        )
+    if options.output.file is None:
+        return None
+    return ContentCredentials(options.marking, avatars)
