@@ -60,6 +60,7 @@ def run(
                 f"{source.fps:g}" if source.fps else "unknown",
             )
         avatars = load_avatar_images(options.avatar)
+        credentials = _marking_setup(options, [a.path for a in avatars])
         sinks = []
         if options.output.file is not None:
             sinks.append(stack.enter_context(open_output(options.output.file, source.fps or 25.0)))
@@ -69,7 +70,6 @@ def run(
                 f"Nothing to do with the file input {source.name}: pass --output (a folder or a "
                 "video file), --virtual-cam or --preview."
             )
-        credentials = _marking_setup(options, [a.path for a in avatars])
         checkpoint = options.model.checkpoint or find_default_checkpoint()
         engine = stack.enter_context(create_engine(checkpoint, config, options.engine))
         log.debug("engine details: %s", engine.describe())
