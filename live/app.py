@@ -121,6 +121,12 @@ def run(
             if on_frame is not None:
                 on_frame(frame, loop)
 
+        if not options.marking.watermark:
+            log.warning(
+                "warning: the invisible watermark is off (--no-watermark). Where the law "
+                "requires AI-generated video to be marked as such (e.g. EU AI Act Art. 50), "
+                "disclosing it is now up to you: consider --label."
+            )
         loop = LiveLoop(
             grabber,
             cropper,
@@ -132,7 +138,11 @@ def run(
             virtual_camera=virtual_camera,
             preview=preview,
             on_frame=record,
-            marker=FrameMarker(options.marking, config.resolution),
+            marker=FrameMarker(
+                options.marking,
+                config.resolution,
+                engine_marks=bool(getattr(engine, "marks_frames", False)),
+            ),
         )
         written = loop.run()
         if progress is not None:
@@ -149,14 +159,8 @@ def run(
 
 
 def _marking_setup(options: RunOptions, avatars: list) -> ContentCredentials | None:
-    """Say what marks the output carries; set up Content Credentials for file outputs (before
-    the run, so a bad key fails before any frame is computed)."""
-    if not options.marking.watermark:
-        log.warning(
-            "warning: the invisible watermark is off (--no-watermark). Where the law requires "
-            "AI-generated video to be marked as such (e.g. EU AI Act Art. 50), disclosing it "
-            "is now up to you: consider --label."
-        )
+    """Content Credentials for file outputs, set up before the run so that a bad key fails
+    before any frame is computed."""
     if options.output.file is None:
         return None
     return ContentCredentials(options.marking, avatars)

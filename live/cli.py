@@ -238,10 +238,13 @@ def _add_marking_flags(parser: argparse.ArgumentParser) -> None:
     marking.add_argument(
         "--c2pa-cert",
         type=Path,
+        metavar="PEM",
         help="PEM certificate chain to sign Content Credentials with (default: a key and "
         "certificate avatarcam generates under ~/.cache/avatarcam/credentials)",
     )
-    marking.add_argument("--c2pa-key", type=Path, help="PEM private key of --c2pa-cert")
+    marking.add_argument(
+        "--c2pa-key", type=Path, metavar="PEM", help="PEM private key of --c2pa-cert"
+    )
 
 
 def _marking_options(args: argparse.Namespace) -> MarkingOptions:

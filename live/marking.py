@@ -86,11 +86,17 @@ class Label:
 
 class FrameMarker:
     """Watermark and label for frames of one size, into a buffer it owns (the input, which
-    may be the animator's avatar-at-rest image, is never changed)."""
+    may be the animator's avatar-at-rest image, is never changed).
 
-    def __init__(self, options: MarkingOptions, resolution: int):
+    ``engine_marks`` is True when the engine's frames already carry the watermark (an engine
+    whose ``marks_frames`` attribute is True, e.g. a server that marks what it returns): the
+    pattern is additive, so it is not embedded twice.
+    """
+
+    def __init__(self, options: MarkingOptions, resolution: int, engine_marks: bool = False):
         self.options = options
-        self._watermarker = Watermarker(resolution) if options.watermark else None
+        embed = options.watermark and not engine_marks
+        self._watermarker = Watermarker(resolution) if embed else None
         self._label = Label(options.label, resolution, resolution) if options.label else None
         self._out = np.empty((resolution, resolution, 3), np.uint8)
 

@@ -159,3 +159,18 @@ def test_a_wrong_key_is_not_found(frames) -> None:
     scores = [watermark._score(luma, usable, watermark._signs(v)) for v in range(2, 202)]
     assert max(scores) < THRESHOLD
     assert 0.7 < np.std(scores) < 1.3
+
+
+def test_torch_pattern_matches_the_uint8_embedding(frames) -> None:
+    import torch
+
+    from engines.frames import output_to_image
+
+    prediction = np.stack([f.transpose(2, 0, 1) for f in frames[:2]]).astype(np.float32) / 255
+    marked = torch.from_numpy(prediction).add_(watermark.torch_pattern(256)).clamp_(0, 1)
+    marker = Watermarker()
+    for index, frame in enumerate(frames[:2]):
+        on_device = output_to_image(marked[index : index + 1].numpy())
+        difference = np.abs(on_device.astype(int) - marker.embed(frame))
+        assert difference.max() <= 1 and (difference > 0).mean() < 1e-3
+        assert detect(on_device).marked

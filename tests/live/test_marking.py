@@ -68,6 +68,13 @@ def test_marker_marks_into_its_own_buffer(photo) -> None:
     assert cv2.PSNR(photo, first) >= 40
 
 
+def test_frames_an_engine_marked_are_not_marked_twice(photo) -> None:
+    marked = FrameMarker(MarkingOptions(), 256)(photo).copy()
+    np.testing.assert_array_equal(
+        FrameMarker(MarkingOptions(), 256, engine_marks=True)(marked), marked
+    )
+
+
 def test_no_watermark_leaves_frames_as_they_are(photo) -> None:
     marker = FrameMarker(MarkingOptions(watermark=False), 256)
     assert not marker.active
@@ -195,6 +202,7 @@ def test_default_png_output_is_marked_and_signed(tiny_run, tmp_path: Path) -> No
         assert action["softwareAgent"]["name"] == "avatarcam"
         assert action["parameters"]["avatarcam.avatar_sha256"] == [avatar_hash]
     assert (tmp_path / "home" / "credentials" / "c2pa-key.pem").stat().st_mode & 0o077 == 0
+    assert main(["verify", str(out)]) == 0  # a folder: every image in it
 
 
 def test_video_output_verifies(tiny_run, tmp_path: Path, capsys) -> None:
