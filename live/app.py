@@ -144,7 +144,14 @@ def run(
                 engine_marks=bool(getattr(engine, "marks_frames", False)),
             ),
         )
-        written = loop.run()
+        try:
+            written = loop.run()
+        except KeyboardInterrupt:
+            # Ctrl+C ends a live recording: finish the file, then still sign what it holds.
+            stack.close()
+            if credentials is not None and loop.frames_out and options.output.file:
+                credentials.sign_output(options.output.file, loop.frames_out)
+            raise
         if progress is not None:
             progress.close()
     if written == 0:

@@ -294,3 +294,38 @@ def test_virtual_camera_frames_are_marked(tiny_golden: Golden, tmp_path: Path) -
     assert len(sent) >= 2
     assert all(frame.shape == (720, 1280, 3) and detect(frame).marked for frame in sent)
     assert all(s["watermark"] >= 0 for s in stages)
+
+
+def test_recording_stopped_with_ctrl_c_is_signed(
+    tiny_golden: Golden, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setenv("AVATARCAM_HOME", str(tmp_path / "home"))
+    from live.app import run
+    from live.options import CaptureOptions, ModelOptions, OutputOptions, RunOptions
+
+    avatar = tmp_path / "avatar.png"
+    cv2.imwrite(
+        str(avatar), np.round(tiny_golden.arrays["source"][..., ::-1] * 255).astype(np.uint8)
+    )
+    driving = tmp_path / "driving"
+    driving.mkdir()
+    for i, frame in enumerate(tiny_golden.arrays["driving"][:3]):
+        cv2.imwrite(str(driving / f"{i}.png"), np.round(frame[..., ::-1] * 255).astype(np.uint8))
+    video = tmp_path / "rec.mp4"
+    options = RunOptions(
+        avatar=avatar,
+        capture=CaptureOptions(input=str(driving)),
+        output=OutputOptions(file=video, preview=False),
+        crop=False,
+        model=ModelOptions(checkpoint=tiny_golden.checkpoint, config=str(tiny_golden.config)),
+    )
+
+    def interrupt(record, loop) -> None:
+        if record.index == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(options, on_frame=interrupt)
+    report = verify_file(video)
+    assert report.marked and report.frames == 2
+    assert report.c2pa is not None and report.c2pa["state"] in ("Valid", "Trusted")
