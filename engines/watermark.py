@@ -236,8 +236,10 @@ def _score(luma: np.ndarray, usable: np.ndarray, signs: np.ndarray) -> float | N
     grid = luma.reshape(tiles, TILE, tiles, TILE).transpose(0, 2, 1, 3)[rows, cols]  # T x 64 x 64
     matrix = _dct_matrix()
     band = (matrix @ grid @ matrix.T)[:, _band_mask()]  # T x n
-    agree = float(np.sum(np.sign(band) * signs[rows, cols]))
-    total = int(np.count_nonzero(band))
+    # Coefficients within float rounding of zero (flat areas) carry no sign: left out.
+    sign = np.sign(band) * (np.abs(band) > 1e-3)
+    agree = float(np.sum(sign * signs[rows, cols]))
+    total = int(np.count_nonzero(sign))
     return agree / math.sqrt(total) if total else None
 
 
@@ -246,10 +248,11 @@ def detect(image: np.ndarray) -> Detection:
     if image.ndim not in (2, 3) or min(image.shape[:2]) < 16:
         raise ValueError(f"expected an H x W (x 3) image of at least 16x16, got {image.shape}")
     luma = _luma(image)
-    best = Detection(-math.inf, False, "full", None)
+    best: Detection | None = None
     for name, mapped, usable in _layouts(luma):
         for version in VERSIONS:
             z = _score(mapped, usable, _signs(version))
-            if z is not None and z > best.z:
+            if z is not None and (best is None or z > best.z):
                 best = Detection(z, z >= THRESHOLD, name, version if z >= THRESHOLD else None)
-    return best
+    # No usable coefficient at all (a flat image): no evidence either way.
+    return best or Detection(0.0, False, "full", None)

@@ -126,6 +126,12 @@ def test_found_after_h264_at_default_quality(clip) -> None:
     assert not any(detect(frame).marked for frame in unmarked)
 
 
+def test_flat_images_give_no_evidence() -> None:
+    for value in (0, 128, 255):
+        found = detect(np.full((256, 256, 3), value, np.uint8))
+        assert found.z == 0.0 and not found.marked
+
+
 def test_false_positive_bound_is_the_gaussian_tail() -> None:
     assert watermark.false_positive_probability(6.0) == pytest.approx(9.87e-10, rel=1e-2)
     assert pytest.approx(3 * 9.87e-10, rel=1e-2) == watermark.FRAME_FALSE_POSITIVE
@@ -145,6 +151,7 @@ def test_no_false_positives_on_unmarked_media(photos, clip) -> None:
         y, x = rng.integers(0, height - h + 1), rng.integers(0, width - w + 1)
         scores.append(detect(image[y : y + h, x : x + w]).z)
     scores = np.asarray(scores)
+    assert np.isfinite(scores).all()
     assert scores.max() < THRESHOLD
     # Scores are (close to) standard normal under the null hypothesis: sd about 1
     # (the mean of the largest of up to 3 layouts is up to 0.85)
