@@ -22,6 +22,7 @@ HEADERS = (
     "speed-up",
     "kp p50 ms",
     "gen p50 ms",
+    "wm p50 ms",
     "max abs err",
     "mean abs err",
     "host peak MB",
@@ -65,6 +66,7 @@ def table_cells(results: dict[str, Any]) -> list[list[str]]:
         frame = latency["frame"]
         memory = row["memory"]
         keypoints, generator = latency.get("keypoints"), latency.get("generator")
+        marking = latency.get("watermark")
         cells.append(
             [
                 row_label(row),
@@ -77,6 +79,7 @@ def table_cells(results: dict[str, Any]) -> list[list[str]]:
                 "-" if row["speedup"] is None else f"{row['speedup']:.2f}x",
                 _ms(keypoints["p50"]) if keypoints else "-",
                 _ms(generator["p50"]) if generator else "-",
+                _ms(marking["p50"]) if marking else "-",
                 _err(row["error"]["max_abs"]),
                 _err(row["error"]["mean_abs"]),
                 _num(memory.get("host_peak_rss_mb"), ".0f"),
@@ -179,7 +182,9 @@ def markdown_report(results: dict[str, Any]) -> str:
         + " **load 1m**: the machine's load average before/after the row; well above the "
         "process's own threads means other work shared the cores and skewed that row.",
         "",
-        "Stages (kp = driving keypoints, gen = motion + generator):",
+        "Stages (kp = driving keypoints, gen = motion + generator, wm = "
+        + results["definitions"].get("watermark", "watermark")
+        + "):",
         "",
     ]
     notes: dict[str, str] = {}

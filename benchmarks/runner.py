@@ -37,6 +37,7 @@ from .memory import HostPeak, device_peak_mb, reset_device_peak
 from .report import one_line
 from .settings import SCHEMA, BenchConfig
 from .timing import Clock, Step, run_calls, summarize
+from .watermark import WatermarkStage
 
 Log = Callable[[str], None]
 
@@ -55,6 +56,8 @@ DEFINITIONS = {
     "host_peak_rss_mb": "peak resident memory of the benchmark process while the row's calls "
     "ran (the engine already built)",
     "device_peak_mb": "torch.cuda.max_memory_allocated over the row's calls (torch rows only)",
+    "watermark": "embedding the invisible watermark (engines.watermark) into each frame of "
+    "the call, after the frame is on the host as uint8, on the calling thread",
     "contention": "load_1m_start/end: the machine's 1-minute load average around the row's "
     "calls; process_cpu_per_wall: CPU seconds this process got per second; a load well above "
     "the process's own busy threads means other work shared the cores and skewed the timings",
@@ -196,6 +199,7 @@ def make_row(
             "frame": frame,
             "keypoints": _stats(stage_samples, "keypoints"),
             "generator": _stats(stage_samples, "generator"),
+            "watermark": _stats(stage_samples, "watermark"),
         },
         "stages_note": stages_note,
         "samples_ms": {"frame": frame_samples, **stage_samples},
@@ -377,12 +381,14 @@ class Benchmark:
             clock = Clock(engine.device)
             indices = self._schedule(batch)
             meter = ErrorMeter(self.reference)
+            marking = WatermarkStage(config.resolution, batch)
 
             def step(frames: np.ndarray) -> Step:
                 begin = clock.now()
                 result = engine.animate(frames)
                 end = clock.now()
-                return Step(result.prediction, {"frame": end - begin})
+                marked_s = marking.run(result.prediction)
+                return Step(result.prediction, {"frame": end - begin, "watermark": marked_s})
 
             samples, contention = self._timed(
                 device,
@@ -396,7 +402,7 @@ class Benchmark:
         finally:
             engine.close()
             gc.collect()
-        stage_samples: dict[str, list[float]] = {}
+        stage_samples: dict[str, list[float]] = {"watermark": samples["watermark"]}
         note = stages_module.NO_SPLIT_NOTE
         if engine_backend == "torch":
             note = stages_module.STAGES_NOTE
@@ -410,7 +416,7 @@ class Benchmark:
                     inputs.driving[:1],
                     batch,
                 )
-                stage_samples = run_calls(
+                stage_samples |= run_calls(
                     cfg.warmup,
                     cfg.iterations,
                     lambda call: stages.prepare(inputs.driving[indices(call)]),

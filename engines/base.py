@@ -63,6 +63,9 @@ class Engine(ABC):
     """A backend that runs the avatar and frame graphs of one model."""
 
     backend: ClassVar[str] = "abstract"  # the --backend name
+    # True when the frames it returns already carry the synthetic-content watermark (a server
+    # that marks what it sends): the live loop then does not embed it a second time.
+    marks_frames: ClassVar[bool] = False
 
     def __init__(self, io: ModelIO, precision: str, device: str):
         self.io = io  # the I/O spec: names, shapes and dtypes of both graphs

@@ -58,6 +58,7 @@ class RemoteEngine(Engine):
     """Animates on an avatarcam server; ``run()`` of single graphs is not offered remotely."""
 
     backend = "remote"
+    marks_frames = True  # the server watermarks every frame it returns (engines.serve.runner)
 
     def __init__(self, options: RemoteOptions):
         if options.transport not in TRANSPORTS:

@@ -10,15 +10,18 @@ from pathlib import Path
 
 from engines import Engine, create_engine
 from export.config import load_config
+from export.errors import UserError
 from export.obtain import obtain_checkpoint
 
 from .animator import Animator
 from .avatars import load_avatar_images
 from .controls import controls_help
+from .credentials import ContentCredentials
 from .errors import DisplayError, InputError, SettingError
 from .face import FaceDetector
 from .grabber import LatestFrameGrabber
 from .loop import FrameRecord, LiveLoop
+from .marking import FrameMarker
 from .options import RunOptions
 from .outputs import FrameSink, check_output_target, open_output
 from .pipeline import Cropper, FaceCropper, ResizeCropper, prepare_avatars
@@ -63,7 +66,15 @@ def run(
         live = source.is_live if source is not None else _looks_like_camera(capture.input)
         options = options.resolved(live)
         avatars = checks.run(lambda: load_avatar_images(options.avatar))
-        sinks = _open_sinks(options, source, checks, stack)
+        # Content Credentials are set up before any output opens (a bad key fails first), and
+        # sign what the outputs hold once they are closed (pushed first, the callback runs
+        # after the outputs' own exits).
+        credentials = checks.run(
+            lambda: _content_credentials(options, [a.path for a in avatars or []])
+        )
+        sinks: list[FrameSink] = []
+        stack.push(_sign_on_close(credentials, sinks))
+        sinks += _open_sinks(options, source, checks, stack)
         virtual_camera = _open_virtual_camera(options, source, camera_factory, checks, stack)
         preview = _open_preview(options, asked_preview is True and live, checks, stack)
         checks.raise_all()
@@ -94,6 +105,12 @@ def run(
             if on_frame is not None:
                 on_frame(frame, loop)
 
+        if not options.marking.watermark:
+            log.warning(
+                "warning: the invisible watermark is off (--no-watermark). Where the law "
+                "requires AI-generated video to be marked as such (e.g. EU AI Act Art. 50), "
+                "disclosing it is now up to you: consider --label."
+            )
         loop = LiveLoop(
             LatestFrameGrabber(source, mode),
             cropper,
@@ -105,6 +122,7 @@ def run(
             virtual_camera=virtual_camera,
             preview=preview,
             on_frame=record,
+            marker=FrameMarker(options.marking, resolution, engine_marks=engine.marks_frames),
         )
         try:
             written = loop.run()
@@ -188,6 +206,36 @@ def _open_sinks(
             )
         )
     return sinks
+
+
+def _content_credentials(options: RunOptions, avatars: list[Path]) -> ContentCredentials | None:
+    """Content Credentials for file outputs (None without one)."""
+    if options.output.file is None:
+        return None
+    return ContentCredentials(options.marking, avatars)
+
+
+def _sign_on_close(
+    credentials: ContentCredentials | None, sinks: list[FrameSink]
+) -> Callable[..., bool]:
+    """An exit callback that signs each file output that received frames, once it is closed:
+    after a complete run, and after Ctrl+C or an error that left a usable partial output."""
+
+    def on_exit(exc_type: type[BaseException] | None, *_: object) -> bool:
+        if credentials is None:
+            return False
+        for sink in sinks:
+            if not sink.count:
+                continue
+            try:
+                credentials.sign_output(sink.path, sink.count)
+            except UserError as exc:
+                if exc_type is None:
+                    raise
+                log.warning("could not sign %s: %s", sink.path, exc)
+        return False
+
+    return on_exit
 
 
 def _open_virtual_camera(

@@ -19,6 +19,7 @@ from .controls import controls_help
 from .errors import SettingError
 from .framing import FramingConfig
 from .loop import LoopOptions
+from .marking import MarkingOptions
 from .options import CaptureOptions, ModelOptions, OutputOptions, RunOptions
 from .startup import IncompleteRun
 from .virtualcam import VirtualCameraConfig
@@ -229,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="check which backends, GPU, virtual camera, cameras and checkpoint work here, "
         "print the fix for each problem, and exit (0: the live run would work)",
     )
+    _add_marking_flags(parser)
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
     _add_download_and_recording_flags(io, model)
     return parser
@@ -376,6 +378,47 @@ def _flag_problems(args: argparse.Namespace) -> list[str]:
     return problems
 
 
+def _add_marking_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags of live.marking.MarkingOptions (watermark, label, Content Credentials)."""
+    marking = parser.add_argument_group(
+        "marking as synthetic",
+        "Every frame carries an invisible watermark, and recordings carry signed Content "
+        "Credentials (C2PA); check files with: avatarcam verify FILE...",
+    )
+    marking.add_argument(
+        "--no-watermark",
+        dest="watermark",
+        action="store_false",
+        help="do not embed the invisible watermark. Where the law requires AI-generated video "
+        "to be machine-detectably marked (e.g. EU AI Act Art. 50), you then have to disclose "
+        "it yourself",
+    )
+    marking.add_argument(
+        "--label",
+        metavar="TEXT",
+        help="show TEXT (e.g. 'AI-generated') in the bottom-left corner of every frame",
+    )
+    marking.add_argument(
+        "--c2pa-cert",
+        type=Path,
+        metavar="PEM",
+        help="PEM certificate chain to sign Content Credentials with (default: a key and "
+        "certificate avatarcam generates under ~/.cache/avatarcam/credentials)",
+    )
+    marking.add_argument(
+        "--c2pa-key", type=Path, metavar="PEM", help="PEM private key of --c2pa-cert"
+    )
+
+
+def _marking_options(args: argparse.Namespace) -> MarkingOptions:
+    return MarkingOptions(
+        watermark=args.watermark,
+        label=args.label,
+        c2pa_cert=args.c2pa_cert,
+        c2pa_key=args.c2pa_key,
+    )
+
+
 def options_from_args(args: argparse.Namespace) -> RunOptions:
     """Map parsed flags onto :class:`RunOptions` (raises SettingError on invalid values)."""
     problems = _flag_problems(args)
@@ -427,11 +470,17 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
         engine=_engine_options(args),
         motion=MotionOptions(relative=args.relative, adapt_scale=args.adapt_scale),
         loop=LoopOptions(mirror=args.mirror, best_frame=args.best_frame, no_face=args.no_face),
+        marking=_marking_options(args),
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command; returns the exit status (0, or the error's exit code)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "verify":
+        from .verify import main as verify_main
+
+        return verify_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

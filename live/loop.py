@@ -118,6 +118,7 @@ class LiveLoop:
         virtual_camera: VirtualCamera | None = None,
         preview: PreviewWindow | None = None,
         on_frame: Callable[[FrameRecord, LiveLoop], None] | None = None,
+        marker: Callable[[np.ndarray], np.ndarray] | None = None,
     ):
         if not avatars:
             raise ValueError("LiveLoop needs at least one avatar")
@@ -133,6 +134,9 @@ class LiveLoop:
         self.virtual_camera = virtual_camera
         self.preview = preview
         self.on_frame = on_frame  # called after each frame (tests, logging)
+        # Marks each animated frame as synthetic (live.marking.FrameMarker) before any output
+        # sees it; its time is the "watermark" stage.
+        self.marker = marker
         self.avatar_index = 0
         self.mirror = options.mirror
         self.best_frame = options.best_frame
@@ -152,6 +156,7 @@ class LiveLoop:
         self._best_distance = float("inf")
         self._avatar_norm: np.ndarray | None = None
         self._last_output: np.ndarray | None = None
+        self._last_marked: np.ndarray | None = None  # the last frame as the outputs got it
         self._last_status = ""
         self._last_sent = 0.0
         self._out = np.empty((size, size, 3), np.uint8)
@@ -312,12 +317,12 @@ class LiveLoop:
                 log.warning("camera: %s", status)
         camera = self.virtual_camera
         now = time.perf_counter()
-        output = self._last_output
+        output = self._last_marked
         if output is not None and camera is not None and now - self._last_sent >= 1 / camera.fps:
             camera.send(output)
             self._last_sent = now
         camera_image = None if self._last_job is None else self._last_job.camera
-        self._show(camera_image, self._last_output, None, f"camera: {status}")
+        self._show(camera_image, self._last_marked, None, f"camera: {status}")
 
     def run(self) -> int:
         """Run until the end of the input or quit; returns the number of frames sent."""
@@ -338,13 +343,18 @@ class LiveLoop:
                 start = time.perf_counter()
                 image, status = self._animate(job)
                 animated = time.perf_counter()
+                if self.marker is not None:
+                    image = self.marker(image)
+                marked = time.perf_counter()
+                self._last_marked = image
                 self._send(image)
                 sent = time.perf_counter()
                 latency = (sent - job.frame.timestamp) * 1000
                 stages = {
                     "framing": job.framing_ms,
                     "inference": (animated - start) * 1000,
-                    "output": (sent - animated) * 1000,
+                    **({"watermark": (marked - animated) * 1000} if self.marker else {}),
+                    "output": (sent - marked) * 1000,
                     "latency": latency,
                 }
                 rtt = self.animator.round_trip_ms

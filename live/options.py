@@ -16,6 +16,7 @@ from engines.options import EngineOptions
 from .animator import MotionOptions
 from .framing import FramingConfig
 from .loop import LoopOptions
+from .marking import MarkingOptions
 from .virtualcam import VirtualCameraConfig
 
 
@@ -68,6 +69,7 @@ class RunOptions:
     engine: EngineOptions = field(default_factory=EngineOptions)  # backend and precision
     motion: MotionOptions = field(default_factory=MotionOptions)  # relative/absolute motion
     loop: LoopOptions = field(default_factory=LoopOptions)  # mirror, best frame, fallback
+    marking: MarkingOptions = field(default_factory=MarkingOptions)  # watermark, label, C2PA
 
     def resolved(self, live: bool) -> RunOptions:
         """These options with every automatic (``None``) choice made for a camera input

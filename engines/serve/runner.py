@@ -10,6 +10,7 @@ set per batch size, reused for every call. No Ray here: tests drive it directly.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections import Counter
@@ -34,6 +35,7 @@ from export.motion import absolute_motion
 
 from ..base import Engine
 from ..frames import image_to_input, output_to_image
+from ..watermark import Watermarker
 from .identity import ModelIdentity, file_sha256
 from .settings import ServerSettings
 
@@ -65,9 +67,17 @@ class FrameOutput:
 
 def finalize_frame(prediction: np.ndarray) -> np.ndarray:
     """The one place a frame the server returns is finalized: 1 x C x H x W float32 in [0, 1]
-    -> H x W x 3 uint8 RGB. Every frame sent to a client passes here (the synthetic-content
-    watermark is applied here)."""
-    return output_to_image(prediction)
+    -> H x W x 3 uint8 RGB with the synthetic-content watermark (engines.watermark). Every frame
+    sent to a client passes here; clients do not mark it again (RemoteEngine.marks_frames)."""
+    image = output_to_image(prediction)
+    height, width = image.shape[:2]
+    return _watermarker(height, width).embed(image, out=image)
+
+
+@functools.lru_cache(maxsize=4)
+def _watermarker(height: int, width: int) -> Watermarker:
+    """One watermarker per frame size (its pattern is computed once)."""
+    return Watermarker(height, width)
 
 
 class BatchRunner:

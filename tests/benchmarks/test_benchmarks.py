@@ -153,7 +153,9 @@ def test_results_structure(full_run: tuple[Path, dict[str, Any], str]) -> None:
         assert row["speedup"] is not None and row["speedup"] > 0
         host = row["memory"]["host_peak_rss_mb"]
         assert host is None or host > 0
-        for stage in ("keypoints", "generator"):
+        # Engine rows time the watermark stage on every call (the baseline has none).
+        assert (row["latency_ms"]["watermark"] is None) == row["baseline"]
+        for stage in ("keypoints", "generator", "watermark"):
             stats = row["latency_ms"][stage]
             if stats is not None:
                 assert stats["p50"] <= stats["p90"] <= stats["p99"] <= stats["max"]

@@ -23,7 +23,7 @@ def test_pipeline_benchmark_on_the_talking_clip(tiny_golden: Golden) -> None:
     assert result["frames_sent"] + result["frames_dropped"] == 50
     assert result["frames_sent"] > 0 and result["achieved_fps"] > 0
     assert result["null_sink_frames"] >= result["frames_sent"]
-    assert set(result["stages_ms"]) == {"framing", "inference", "output"}
+    assert set(result["stages_ms"]) == {"framing", "inference", "watermark", "output"}
     for stats in [*result["stages_ms"].values(), result["added_latency_ms"]]:
         assert 0 <= stats["p50"] <= stats["p99"] <= stats["max"]
     # Added latency covers at least the inference of the frame.

@@ -46,8 +46,11 @@ def golden_files(golden: Golden, tmp_path: Path) -> tuple[Golden, Path, Path]:
 
 
 def _args(golden: Golden, avatar: Path, driving: Path | str, output: Path, *extra: str) -> list:
+    """Flags of an offline run; without the watermark, as these tests compare the network's
+    output with the goldens (tests/live/test_marking.py covers the marked default)."""
     backend = [] if "--backend" in extra else ["--backend", "torch"]
     return [
+        "--no-watermark",
         "--avatar",
         str(avatar),
         "--input",

@@ -23,6 +23,7 @@ from engines.remote_engine import BACKOFF_S, RemoteEngine, ServerError, connect
 from engines.serve.protocol import ErrorCode, ProtocolError, error_message
 from engines.serve.runner import BatchRunner, FrameJob
 from engines.serve.session import Session
+from engines.watermark import Watermarker
 from live.animator import Animator
 from tests.conftest import load_golden
 
@@ -92,9 +93,14 @@ def test_the_session_api_matches_a_local_engine(server: LocalServer, runner) -> 
         animators = [Animator(remote), Animator(local)]
         for animator in animators:
             animator.set_avatar(avatar)
+        marker = Watermarker(local.io.resolution)
+        assert remote.marks_frames and not local.marks_frames
         for frame in driving:
             out_remote, out_local = (a.animate(frame) for a in animators)
-            assert np.abs(out_remote.image.astype(int) - out_local.image).max() <= 1
+            # The server returns the local engine's frame with the watermark (and only once).
+            expected = marker.embed(out_local.image)
+            assert np.abs(out_remote.image.astype(int) - expected).max() <= 1
+            assert np.abs(out_remote.image.astype(int) - out_local.image).max() > 1
             np.testing.assert_allclose(
                 out_remote.keypoints.value, out_local.keypoints.value, atol=1e-5
             )
