@@ -17,7 +17,6 @@ leaves the session state alone.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import warnings
 from collections.abc import Mapping
@@ -28,6 +27,7 @@ import numpy as np
 
 from export.errors import missing_dependency
 from export.iospec import GraphSpec, ModelIO
+from export.threads import inference_threads
 
 from .base import Engine
 from .errors import EngineError
@@ -89,24 +89,6 @@ def import_onnxruntime() -> Any:
     return onnxruntime
 
 
-def physical_cores() -> int:
-    """Physical cores this process may run on (hyper-threads share a core's FPUs)."""
-    try:
-        allowed = sorted(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        allowed = list(range(os.cpu_count() or 1))
-    cores = set()
-    for cpu in allowed:
-        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
-        try:
-            package = (topology / "physical_package_id").read_text().strip()
-            core = (topology / "core_id").read_text().strip()
-        except OSError:
-            return max(1, len(allowed))
-        cores.add((package, core))
-    return max(1, len(cores))
-
-
 def _device_id(device: str) -> int:
     return int(device.split(":", 1)[1]) if ":" in device else 0
 
@@ -156,7 +138,7 @@ def session_options(ort: Any, optimized_path: Path | None = None) -> Any:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.intra_op_num_threads = physical_cores()
+    options.intra_op_num_threads = inference_threads()
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # errors only: fallbacks are reported by this module
     if optimized_path is not None:

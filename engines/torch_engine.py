@@ -4,7 +4,9 @@ fp16 (CUDA only) runs :func:`export.onnx_export.mixed_precision_model`, the same
 precision as the exported fp16 graphs: convolution stacks in half, keypoints and motion math in
 float32, I/O float32. fp32 on CUDA disables TF32 convolutions while the engine runs (they would
 cost about 1e-3 of accuracy). With ``cuda_graph`` the frame call is captured once in a CUDA
-graph over static input/output buffers and replayed per frame.
+graph over static input/output buffers and replayed per frame. On the CPU the weights and 4-D
+inputs are channels-last (oneDNN's native layout: no reorders around each convolution) and
+the intra-op threads follow :func:`export.threads.inference_threads`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from export.config import ModelConfig
 from export.graphs import AvatarGraph, FrameGraph
 from export.iospec import GraphSpec, ModelIO, model_io
 from export.model import FOMM
+from export.threads import inference_threads
 
 from .base import Engine
 from .errors import EngineError
@@ -99,6 +102,13 @@ class TorchEngine(Engine):
 
             model = mixed_precision_model(model)
         self._model = model.to(device=device).eval()
+        # CPU: oneDNN convolutions run in NHWC; channels-last weights and inputs avoid reorders.
+        self._memory_format = torch.preserve_format if on_cuda else torch.channels_last
+        if not on_cuda:
+            self._model = self._model.to(memory_format=torch.channels_last)
+            threads = inference_threads()
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)
         self._graphs = {
             io.avatar.name: AvatarGraph(self._model, io),
             io.frame.name: FrameGraph(self._model, io),
@@ -120,11 +130,15 @@ class TorchEngine(Engine):
         if self.cuda_graph and not self._scratch and name in self._static:
             # The captured graph reads these addresses: update them in place.
             return self._static[name].copy_(tensor, non_blocking=False)
-        return tensor.to(device=self.device, dtype=torch.float32, non_blocking=True)
+        tensor = tensor.to(device=self.device, dtype=torch.float32, non_blocking=True)
+        if tensor.dim() == 4 and self._memory_format is torch.channels_last:
+            tensor = tensor.contiguous(memory_format=torch.channels_last)
+        return tensor
 
     def _to_host(self, name: str, handle: torch.Tensor) -> np.ndarray:
         # Eager outputs are fresh tensors; static CUDA-graph outputs are copied by .to("cpu").
-        return handle.detach().to(device="cpu", dtype=torch.float32).numpy()
+        host = handle.detach().to(device="cpu", dtype=torch.float32)
+        return np.ascontiguousarray(host.numpy())  # NCHW, whatever the engine's layout
 
     def _execute(self, graph: GraphSpec, feeds: Mapping[str, Any]) -> dict[str, Any]:
         module = self._graphs[graph.name]

@@ -13,6 +13,7 @@ from export.config import load_config
 
 from .animator import Animator
 from .avatars import load_avatar_images
+from .calibration import calibration_source
 from .capture import LatestFrameGrabber, open_source
 from .cli import RunOptions
 from .controls import controls_help
@@ -70,10 +71,15 @@ def run(
                 "video file), --virtual-cam or --preview."
             )
         checkpoint = options.model.checkpoint or find_default_checkpoint()
-        engine = stack.enter_context(create_engine(checkpoint, config, options.engine))
+        prepared = prepare_avatars(avatars, config.resolution, options.crop, options.framing)
+        calibration = calibration_source(
+            capture.input, source, prepared, config.resolution, options.crop, options.framing
+        )
+        engine = stack.enter_context(
+            create_engine(checkpoint, config, options.engine, calibration=calibration)
+        )
         log.debug("engine details: %s", engine.describe())
 
-        prepared = prepare_avatars(avatars, config.resolution, options.crop, options.framing)
         if options.crop:
             detector = stack.enter_context(FaceDetector("video"))
             cropper = FaceCropper(config.resolution, detector, options.framing)

@@ -213,13 +213,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--precision",
         choices=PRECISIONS,
         default=EngineOptions.precision,
-        help="precision inside the network (default: %(default)s)",
+        help="precision inside the network (default: %(default)s); int8 (opt-in, OpenVINO): a "
+        "quantized frame graph calibrated on your avatar and input on first use",
     )
     engine.add_argument(
-        "--device", default=EngineOptions.device, help="cpu, cuda, cuda:N or auto (default)"
+        "--device",
+        default=EngineOptions.device,
+        help="cpu, cuda, cuda:N (NVIDIA), gpu, gpu.N or npu (Intel, with --backend openvino) "
+        "or auto (default)",
     )
     engine.add_argument(
         "--cuda-graph", action="store_true", help="capture the frame call in a CUDA graph"
+    )
+    engine.add_argument(
+        "--recalibrate-int8",
+        action="store_true",
+        help="with --precision int8: calibrate the quantized model again on this run's avatar "
+        "and input (it is calibrated once per model and device, on first use, and cached)",
     )
 
     motion = parser.add_argument_group("motion and calibration")
@@ -299,6 +309,7 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
             precision=args.precision,
             device=args.device,
             cuda_graph=args.cuda_graph,
+            recalibrate_int8=args.recalibrate_int8,
         ),
         motion=MotionOptions(relative=args.relative, adapt_scale=args.adapt_scale),
         loop=LoopOptions(mirror=args.mirror, best_frame=args.best_frame, no_face=args.no_face),
