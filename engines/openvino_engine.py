@@ -106,6 +106,12 @@ def compile_config(ov_device: str, precision: str, cache_dir: Path | None) -> di
     return config
 
 
+def _type_name(element_type: Any) -> str:
+    """``f32`` for OpenVINO's element type f32 (its repr is ``<Type: 'float32'>``)."""
+    name = getattr(element_type, "get_type_name", None)
+    return str(name()) if callable(name) else str(element_type)
+
+
 class OpenVinoEngine(Engine):
     """Runs the avatar and frame graphs as two compiled OpenVINO models."""
 
@@ -139,7 +145,7 @@ class OpenVinoEngine(Engine):
     def describe(self) -> str:
         return (
             f"{self.backend} ({self.precision}, {self.device}: {self.device_name}, "
-            f"inference precision {self.hint})"
+            f"inference precision {_type_name(self.hint)})"
         )
 
     def _check_model(self, graph: GraphSpec) -> None:
