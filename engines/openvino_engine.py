@@ -76,8 +76,10 @@ def check_device(core: Any, ov_device: str) -> None:
     """Raise EngineError unless OpenVINO sees ``ov_device`` here, listing those it sees."""
     available = list(core.available_devices)
     kind = ov_device.split(".", 1)[0]
-    # Plain "GPU" is the first GPU; "GPU.1" must exist as such (a single GPU lists as "GPU").
+    # Plain "GPU" is the first GPU; a single GPU lists as "GPU" and answers to "GPU.0" too.
     if ov_device in available or (ov_device == kind and any(d.startswith(kind) for d in available)):
+        return
+    if ov_device == f"{kind}.0" and kind in available:
         return
     seen = ", ".join(d.lower() for d in available) or "none"
     hint = {
@@ -95,6 +97,11 @@ def compile_config(ov_device: str, precision: str, cache_dir: Path | None) -> di
     if precision not in PRECISION_HINT:
         expected = list(PRECISION_HINT)
         raise EngineError(f"unknown precision '{precision}': expected one of {expected}")
+    if ov_device.startswith("NPU") and precision == "fp32":
+        raise EngineError(
+            "NPUs compute in f16 or int8, not f32: use --precision fp16 or int8 with --device "
+            "npu, or --device cpu for fp32"
+        )
     config: dict[str, Any] = {
         "PERFORMANCE_HINT": "LATENCY",
         "INFERENCE_PRECISION_HINT": PRECISION_HINT[precision],
@@ -217,6 +224,8 @@ def create_openvino_engine(
     core = ov.Core()
     ov_device = openvino_device(device)
     check_device(core, ov_device)
+    compiled_cache = cache.root / "openvino" / "compiled"
+    properties = compile_config(ov_device, precision, compiled_cache)  # checks before exporting
     onnx_paths, onnx_entry = onnx_artifacts(
         cache, checkpoint, config, io.resolution, io.batch, "fp32"
     )
@@ -228,9 +237,7 @@ def create_openvino_engine(
             cache, onnx_paths, onnx_entry, config, io, ov_device, calibration, recalibrate
         )
         models[io.frame.name] = core.read_model(str(path))
-    compiled_cache = cache.root / "openvino" / "compiled"
     compiled_cache.mkdir(parents=True, exist_ok=True)
-    properties = compile_config(ov_device, precision, compiled_cache)
     compiled = {}
     for graph, model in models.items():
         # The avatar graph runs once per avatar: it stays f32 (fp16 where asked) even for int8.

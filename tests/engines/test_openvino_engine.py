@@ -65,6 +65,9 @@ def test_devices_openvino_does_not_see_are_refused_with_the_list() -> None:
         ove.check_device(core, "NPU")
     with pytest.raises(EngineError, match="GPU driver"):
         ove.check_device(FakeCore(["CPU"]), "GPU")
+    ove.check_device(FakeCore(["CPU", "GPU"]), "GPU.0")  # one GPU answers to GPU.0 too
+    with pytest.raises(EngineError):
+        ove.check_device(FakeCore(["CPU", "GPU"]), "GPU.1")
 
 
 def test_compile_config_sets_precision_and_latency(tmp_path: Path) -> None:
@@ -78,6 +81,9 @@ def test_compile_config_sets_precision_and_latency(tmp_path: Path) -> None:
     assert "INFERENCE_NUM_THREADS" not in ove.compile_config("GPU", "fp32", None)
     with pytest.raises(EngineError, match="unknown precision"):
         ove.compile_config("CPU", "bf16", None)
+    with pytest.raises(EngineError, match="--precision fp16 or int8 with --device npu"):
+        ove.compile_config("NPU", "fp32", None)
+    assert ove.compile_config("NPU", "fp16", None)["INFERENCE_PRECISION_HINT"] == "f16"
 
 
 def test_fp32_engine_is_f32_and_caches_compiled_models(
