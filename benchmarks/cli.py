@@ -13,6 +13,7 @@ from engines import BACKENDS, PRECISIONS
 from export.errors import UserError
 
 from .errors import BenchmarkError
+from .offline import parse_variants
 from .settings import DEFAULT_OUT_DIR, BenchConfig
 
 #: Backends a row can name, simplest first (``auto`` picks one of them, so it is not a row of
@@ -29,6 +30,8 @@ examples:
   python -m benchmarks --compare old.json new.json      # compare two runs, no measurement
   python -m benchmarks --streams 1,2,4 --backends torch # many streams on a local avatar server
   python -m benchmarks --server ws://gpu-box:8765 --streams 1,2,4,8   # ... on a running one
+  python -m benchmarks --precisions fp32,int8 --checkpoint CK   # int8 quality vs fp32
+  python -m benchmarks --offline                        # also time run_live.py itself
 
 Backends and precisions that cannot run here (no GPU, package missing) are listed with the
 reason in the results instead of failing the run. Outputs go to --out: NAME.json, NAME.md and
@@ -191,6 +194,27 @@ def build_parser() -> argparse.ArgumentParser:
         "talking-head clip), once per backend at the first precision",
     )
     _add_streams_flags(parser)
+    what.add_argument(
+        "--offline",
+        nargs="?",
+        const="sample",
+        metavar="VIDEO",
+        help="also time the offline command itself (run_live.py VIDEO -> PNG folder, as a "
+        "child process) for each --offline-variants, interleaved (default VIDEO: the shared "
+        "talking-head clip)",
+    )
+    what.add_argument(
+        "--offline-variants",
+        default="torch:fp32,auto:fp32,auto:int8",
+        help="BACKEND:PRECISION list for --offline; the first is the reference of the "
+        "speed-ups (default: %(default)s)",
+    )
+    what.add_argument(
+        "--offline-rounds",
+        type=int,
+        default=2,
+        help="interleaved timed runs per offline variant (default: %(default)s)",
+    )
     output = parser.add_argument_group("output")
     output.add_argument(
         "--out",
@@ -270,6 +294,8 @@ def config_from_args(args: argparse.Namespace, argv: Sequence[str]) -> BenchConf
         raise BenchmarkError(f"--iterations {args.iterations}: expected at least 1 timed call.")
     if args.warmup < 0:
         raise BenchmarkError(f"--warmup {args.warmup}: expected 0 or more warm-up calls.")
+    if args.offline_rounds < 1:
+        raise BenchmarkError(f"--offline-rounds {args.offline_rounds}: expected at least 1.")
     if args.max_frames < 1:
         raise BenchmarkError(f"--max-frames {args.max_frames}: expected at least 1 frame.")
     name = args.name or dt.datetime.now(dt.timezone.utc).strftime("bench-%Y%m%d-%H%M%S")
@@ -300,10 +326,13 @@ def config_from_args(args: argparse.Namespace, argv: Sequence[str]) -> BenchConf
         plot=not args.no_plot,
         command="python -m benchmarks" + (" " + shlex.join(argv) if argv else ""),
         pipeline=_pipeline_video(args.pipeline),
+        offline=_pipeline_video(args.offline, "--offline"),
+        offline_variants=parse_variants(args.offline_variants),
+        offline_rounds=args.offline_rounds,
     )
 
 
-def _pipeline_video(value: str | None) -> Path | None:
+def _pipeline_video(value: str | None, option: str = "--pipeline") -> Path | None:
     if value is None:
         return None
     from .inputs import SAMPLE_DRIVING, shared_dir
@@ -311,7 +340,7 @@ def _pipeline_video(value: str | None) -> Path | None:
     path = shared_dir() / SAMPLE_DRIVING if value == "sample" else Path(value)
     if not path.exists():
         raise BenchmarkError(
-            f"--pipeline {path}: no such video. Pass a video file, GIF or folder of frames, "
+            f"{option} {path}: no such video. Pass a video file, GIF or folder of frames, "
             "or put the shared test media beside the checkout."
         )
     return path

@@ -81,6 +81,8 @@ def versions() -> dict[str, str | None]:
             else ("onnxruntime" if _dist_version("onnxruntime") else None)
         ),
         "tensorrt": _dist_version("tensorrt", "tensorrt-cu12", "tensorrt-cu11"),
+        "openvino": _dist_version("openvino"),
+        "nncf": _dist_version("nncf"),
         "onnx": _dist_version("onnx"),
         "numpy": numpy.__version__,
         "avatarcam": _dist_version("avatarcam"),

@@ -28,6 +28,8 @@ HEADERS = (
     "host peak MB",
     "GPU peak MB",
     "load 1m",
+    "CPU got",
+    "contended",
 )
 
 
@@ -51,6 +53,22 @@ def _load(contention: dict[str, Any] | None) -> str:
     if not contention or contention.get("load_1m_start") is None:
         return "-"
     return f"{contention['load_1m_start']:.1f}/{contention['load_1m_end']:.1f}"
+
+
+def _cpu_got(contention: dict[str, Any] | None) -> str:
+    """Cores this process got during the row and its share of the busy CPU time."""
+    if not contention or contention.get("row_own_cores") is None:
+        return "-"
+    share = contention.get("row_share")
+    text = f"{contention['row_own_cores']:.2f}"
+    return text + (f" ({share:.0%})" if share is not None else "")
+
+
+def _contended(contention: dict[str, Any] | None) -> str:
+    if not contention or "sample_flags" not in contention:
+        return "-"
+    text = f"{contention['samples_contended']}/{len(contention['sample_flags'])}"
+    return text + (" rep" if contention.get("repeated") else "")
 
 
 def row_label(row: dict[str, Any]) -> str:
@@ -85,6 +103,8 @@ def table_cells(results: dict[str, Any]) -> list[list[str]]:
                 _num(memory.get("host_peak_rss_mb"), ".0f"),
                 _num(memory.get("device_peak_mb"), ".0f"),
                 _load(row.get("contention")),
+                _cpu_got(row.get("contention")),
+                _contended(row.get("contention")),
             ]
         )
     return cells
@@ -180,7 +200,11 @@ def markdown_report(results: dict[str, Any]) -> str:
             f"**{name}**: {results['definitions'][name]}." for name in ("fps", "speedup", "error")
         )
         + " **load 1m**: the machine's load average before/after the row; well above the "
-        "process's own threads means other work shared the cores and skewed that row.",
+        "process's own threads means other work shared the cores and skewed that row. "
+        "**CPU got**: CPU cores this process got while the row ran and, in brackets, its share "
+        "of all busy CPU time on the machine (/proc/stat, getrusage). **contended**: timed "
+        "calls during which other processes used more than half a core ('rep': repeated once "
+        "because most were).",
         "",
         "Stages (kp = driving keypoints, gen = motion + generator, wm = "
         + results["definitions"].get("watermark", "watermark")
@@ -203,6 +227,21 @@ def markdown_report(results: dict[str, Any]) -> str:
                 lines += [f"{entry['backend']}: not measured ({entry['skipped']})", ""]
             else:
                 lines += [*pipeline_markdown(entry), ""]
+    if results.get("offline"):
+        from .offline import offline_markdown
+
+        lines += ["", "## The offline command (end to end)", ""]
+        offline = results["offline"]
+        if "skipped" in offline:
+            lines += [f"not measured ({offline['skipped']})"]
+        else:
+            lines += offline_markdown(offline)
+    if results.get("quality"):
+        from .quality import quality_markdown
+
+        lines += ["", "## int8 quality against fp32", ""]
+        for report in results["quality"]:
+            lines += quality_markdown(report)
     return "\n".join(lines) + "\n"
 
 

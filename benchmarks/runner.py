@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from engines import EngineOptions, create_engine
+from engines import CalibrationFrames, EngineOptions, create_engine
 from export.checkpoint import load_model
 from export.config import ModelConfig, load_config
 from export.errors import UserError
@@ -31,6 +31,7 @@ from export.motion import relative_motion
 
 from . import baseline as baseline_module
 from . import stages as stages_module
+from .cpushare import CallMeter
 from .inputs import SAMPLE_SOURCE, BenchInputs, load_inputs, shared_dir
 from .machine import LoadProbe, machine_info, versions
 from .memory import HostPeak, device_peak_mb, reset_device_peak
@@ -59,9 +60,27 @@ DEFINITIONS = {
     "watermark": "embedding the invisible watermark (engines.watermark) into each frame of "
     "the call, after the frame is on the host as uint8, on the calling thread",
     "contention": "load_1m_start/end: the machine's 1-minute load average around the row's "
-    "calls; process_cpu_per_wall: CPU seconds this process got per second; a load well above "
-    "the process's own busy threads means other work shared the cores and skewed the timings",
+    "calls; process_cpu_per_wall: CPU seconds this process got per second; row_own_cores / "
+    "row_others_cores: CPU seconds per second this process / all other processes got while the "
+    "row ran (/proc/stat and getrusage); row_share: our part of the busy CPU time; "
+    "sample_flags: per timed call, True when other processes used more than "
+    "contended_cores_threshold cores during it; p50_uncontended_ms: the median of the calls "
+    "that were not contended; repeated: the timed calls were run twice because most of the "
+    "first pass was contended (the pass with fewer contended calls is kept)",
 }
+
+
+def calibration_frames(inputs: BenchInputs) -> CalibrationFrames:
+    """int8 calibration on the benchmark's own avatar and driving frames (8-bit, H x W x C)."""
+
+    def image(frame: np.ndarray) -> np.ndarray:  # C x H x W float in [0, 1]
+        return np.clip(np.rint(frame.transpose(1, 2, 0) * 255), 0, 255).astype(np.uint8)
+
+    return CalibrationFrames(
+        (image(inputs.source[0]),),
+        tuple(image(f) for f in inputs.driving),
+        f"benchmark inputs ({inputs.description.get('kind')})",
+    )
 
 
 def log_stderr(message: str) -> None:
@@ -268,12 +287,37 @@ class Benchmark:
         check: Callable[[int, np.ndarray], None],
     ) -> tuple[dict[str, list[float]], dict[str, Any]]:
         """The measurement protocol every row shares: fresh memory peaks and load probe,
-        then warm-up and timed calls. Returns (samples by stage, contention)."""
+        then warm-up and timed calls, each with the CPU share it got (:mod:`.cpushare`). When
+        most timed calls ran while other processes used the cores, the timed calls are
+        repeated once and the pass with fewer contended calls is kept. Returns (samples by
+        stage, contention)."""
         self.host.reset()
         reset_device_peak(device)
-        probe = LoadProbe()
-        samples = run_calls(self.cfg.warmup, self.cfg.iterations, prepare, step, check)
-        return samples, probe.result()
+        iterations = self.cfg.iterations
+        best: tuple[dict[str, list[float]], dict[str, Any]] | None = None
+        for attempt in range(2):
+            probe = LoadProbe()
+            meter = CallMeter()
+            warmup = self.cfg.warmup if attempt == 0 else 0
+            samples = run_calls(warmup, iterations, prepare, meter.wrap(step), check)
+            contention = {**probe.result(), **meter.summary(iterations), "repeated": attempt > 0}
+            if best is None or contention["samples_contended"] < best[1]["samples_contended"]:
+                best = (samples, contention)
+            if contention["samples_contended"] * 2 <= iterations:
+                break
+            if attempt == 0:
+                self.log(
+                    f"  {contention['samples_contended']}/{iterations} calls ran while other "
+                    "processes used the CPU; repeating the timed calls once"
+                )
+        samples, contention = best
+        clean = [
+            ms
+            for ms, hit in zip(samples["frame"], contention["sample_flags"], strict=True)
+            if not hit
+        ]
+        contention["p50_uncontended_ms"] = float(np.median(clean)) if clean else None
+        return samples, contention
 
     # --- baseline --------------------------------------------------------------------------
 
@@ -370,7 +414,7 @@ class Benchmark:
             cache_dir=self.cache_dir,
         )
         start = time.perf_counter()
-        engine = create_engine(checkpoint, config, options)
+        engine = create_engine(checkpoint, config, options, calibration=calibration_frames(inputs))
         try:
             avatar = engine.set_avatar(np.repeat(inputs.source, batch, axis=0))
             reference = engine.animate(np.repeat(inputs.driving[:1], batch, axis=0)).driving
@@ -514,6 +558,53 @@ class Benchmark:
                 results.append({"backend": backend, "skipped": str(exc).splitlines()[0]})
         return results
 
+    def _quality(
+        self, checkpoint: Path, config: ModelConfig, inputs: BenchInputs
+    ) -> list[dict[str, Any]] | None:
+        from .quality import INT8_BACKENDS, quality_report
+
+        cfg = self.cfg
+        if not {"fp32", "int8"} <= set(cfg.precisions):
+            return None
+        reports = []
+        for backend in (b for b in cfg.backends if b in INT8_BACKENDS):
+            self.log(f"quality: {backend} int8 against fp32, frame by frame")
+            try:
+                reports.append(
+                    quality_report(
+                        checkpoint,
+                        config,
+                        inputs,
+                        calibration_frames(inputs),
+                        backend,
+                        cfg.devices[0],
+                        self.cache_dir,
+                    )
+                )
+            except UserError as exc:
+                reports.append({"backend": backend, "skipped": one_line(str(exc))})
+        return reports
+
+    def _offline(self, checkpoint: Path, config: ModelConfig) -> dict[str, Any]:
+        from .offline import OfflineSetup, measure_offline
+
+        cfg = self.cfg
+        setup = OfflineSetup(
+            video=cfg.offline,
+            avatar=cfg.source or shared_dir() / SAMPLE_SOURCE,
+            checkpoint=checkpoint,
+            config=cfg.config,
+            resolution=config.resolution,
+            cache_dir=self.cache_dir,
+            variants=cfg.offline_variants,
+            rounds=cfg.offline_rounds,
+        )
+        try:
+            return measure_offline(setup, self.log)
+        except UserError as exc:
+            self.log(f"  offline command: not measured ({one_line(str(exc))})")
+            return {"skipped": one_line(str(exc))}
+
     # --- the run -------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
@@ -547,6 +638,8 @@ class Benchmark:
                     for device in cfg.devices:
                         self._variant(checkpoint, config, inputs, (backend, precision, device))
             pipeline = self._pipeline(checkpoint, config) if cfg.pipeline else None
+            quality = self._quality(checkpoint, config, inputs)
+            offline = self._offline(checkpoint, config) if cfg.offline else None
         for row in self.rows:
             base = next(
                 (r for r in self.rows if r["baseline"] and r["batch"] == row["batch"]), None
@@ -596,4 +689,8 @@ class Benchmark:
             # The end-to-end live loop (decode, face crop, animate, null virtual camera), one
             # entry per backend; None without --pipeline.
             "pipeline": pipeline,
+            # int8 against fp32 per frame (PSNR, keypoint error); None unless both were asked.
+            "quality": quality,
+            # The offline command (run_live.py) timed from outside; None without --offline.
+            "offline": offline,
         }

@@ -17,7 +17,7 @@ class BenchConfig:
     """One benchmark run."""
 
     backends: tuple[str, ...]  # engine backends to measure, e.g. ("torch", "onnxruntime")
-    precisions: tuple[str, ...]  # precisions inside the graph: "fp32", "fp16"
+    precisions: tuple[str, ...]  # precisions inside the graph: "fp32", "fp16", "int8"
     devices: tuple[str, ...]  # "cpu", "cuda" or "cuda:N"; resolved, never "auto"
     batches: tuple[int, ...]  # frames per call, ascending; the smallest also gets stage timing
     warmup: int  # untimed calls before the timed ones, per row
@@ -38,3 +38,6 @@ class BenchConfig:
     plot: bool  # write the PNG plot (needs matplotlib, the `bench` extra)
     command: str  # the command line as typed, recorded in the results
     pipeline: Path | None = None  # video for the end-to-end live-loop benchmark; None: skip it
+    offline: Path | None = None  # video for the offline-command rows (run_live.py); None: skip
+    offline_variants: tuple[tuple[str, str], ...] = ()  # (backend, precision); first = reference
+    offline_rounds: int = 2  # interleaved timed runs of each offline variant

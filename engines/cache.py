@@ -357,6 +357,14 @@ class ArtifactCache:
         with FileLock(entry.path.with_name(entry.path.name + ".lock"), what=what):
             self._remove(entry.path)
 
+    def remove(self, kind: str, label: str, key: Mapping[str, Any], what: str) -> bool:
+        """Delete the entry for ``key`` (e.g. to calibrate again); True if there was one."""
+        folder = self.entry_path(kind, label, key)
+        with FileLock(folder.with_name(folder.name + ".lock"), what=what):
+            existed = folder.exists()
+            self._remove(folder)
+        return existed
+
     @contextlib.contextmanager
     def locked_file(self, relative: str, what: str) -> Iterator[Path]:
         """Hold the lock of a shared file under the root (e.g. a TensorRT timing cache)."""

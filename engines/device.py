@@ -8,7 +8,10 @@ from typing import Any
 
 from .errors import EngineError
 
-_DEVICE_HELP = "expected cpu, cuda, cuda:N or auto"
+_DEVICE_HELP = (
+    "expected cpu, cuda, cuda:N, gpu, gpu.N, npu or auto (gpu and npu are Intel devices run by "
+    "OpenVINO; NVIDIA GPUs are cuda)"
+)
 
 
 def cuda_available() -> bool:
@@ -32,10 +35,10 @@ def cuda_device_count() -> int:
 
 @dataclass(frozen=True)
 class Device:
-    """Where an engine runs: the CPU or one CUDA GPU."""
+    """Where an engine runs: the CPU, one CUDA GPU, or an Intel GPU or NPU (OpenVINO)."""
 
-    kind: str  # "cpu" or "cuda"
-    index: int | None = None  # CUDA ordinal; None for the CPU and for plain "cuda" (GPU 0)
+    kind: str  # "cpu", "cuda", or "gpu"/"npu" (Intel devices, driven by OpenVINO only)
+    index: int | None = None  # device ordinal; None for the CPU and for plain "cuda"/"gpu"
 
     @classmethod
     def parse(cls, text: str) -> Device:
@@ -48,6 +51,11 @@ class Device:
             return cls("cuda")
         if text.startswith("cuda:") and text[5:].isdigit():
             return cls("cuda", int(text[5:]))
+        lowered = text.strip().lower()
+        if lowered in ("gpu", "npu"):
+            return cls(lowered)
+        if lowered.startswith("gpu.") and lowered[4:].isdigit():
+            return cls("gpu", int(lowered[4:]))
         raise EngineError(f"unknown device '{text}': {_DEVICE_HELP}")
 
     @property
@@ -59,8 +67,14 @@ class Device:
         """The CUDA device number (0 for plain ``cuda``); 0 for the CPU."""
         return self.index or 0
 
+    @property
+    def is_intel(self) -> bool:
+        """An Intel GPU or NPU: only the openvino backend drives it."""
+        return self.kind in ("gpu", "npu")
+
     def __str__(self) -> str:
-        return self.kind if self.index is None else f"{self.kind}:{self.index}"
+        separator = "." if self.is_intel else ":"
+        return self.kind if self.index is None else f"{self.kind}{separator}{self.index}"
 
 
 def check_device(text: str) -> None:

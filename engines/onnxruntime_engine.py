@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import sys
 import warnings
 from collections.abc import Mapping
@@ -30,6 +29,7 @@ import numpy as np
 
 from export.errors import missing_dependency
 from export.iospec import DRIVING, GraphSpec, ModelIO
+from export.threads import inference_threads
 
 from .base import Engine
 from .device import Device, cuda_available, pinned_zeros
@@ -108,24 +108,6 @@ def import_onnxruntime() -> Any:
     return onnxruntime
 
 
-def physical_cores() -> int:
-    """Physical cores this process may run on (hyper-threads share a core's FPUs)."""
-    try:
-        allowed = sorted(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        allowed = list(range(os.cpu_count() or 1))
-    cores = set()
-    for cpu in allowed:
-        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
-        try:
-            package = (topology / "physical_package_id").read_text().strip()
-            core = (topology / "core_id").read_text().strip()
-        except OSError:
-            return max(1, len(allowed))
-        cores.add((package, core))
-    return max(1, len(cores))
-
-
 def session_options(
     ort: Any, optimized_path: Path | None = None, profile_dir: Path | None = None
 ) -> Any:
@@ -134,7 +116,7 @@ def session_options(
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.intra_op_num_threads = physical_cores()
+    options.intra_op_num_threads = inference_threads()
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # errors only: fallbacks are reported by this module
     if optimized_path is not None:

@@ -5,21 +5,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch", "remote")
-PRECISIONS = ("fp32", "fp16")
+BACKENDS = ("auto", "tensorrt", "onnxruntime", "openvino", "torch", "remote")
+PRECISIONS = ("fp32", "fp16", "int8")
 
 
 @dataclass(frozen=True)
 class EngineOptions:
     """How to run the network."""
 
-    backend: str = "auto"  # torch, onnxruntime, tensorrt, or auto (the fastest that works here)
-    precision: str = "fp32"  # fp32 or fp16 (inside the graph; inputs and outputs stay float32)
-    device: str = "auto"  # cpu, cuda, cuda:N, or auto (CUDA when available)
+    backend: str = "auto"  # torch, onnxruntime, openvino, tensorrt, or auto (fastest that works)
+    precision: str = "fp32"  # fp32, fp16 or int8 (inside the graph; I/O stays float32)
+    device: str = "auto"  # cpu, cuda[:N], gpu[.N]/npu (OpenVINO), or auto (CUDA when available)
     batch: int = 1  # frames per call
     cuda_graph: bool = False  # capture the frame call in a CUDA graph where supported
     compile: bool = False  # torch backend: torch.compile (inductor, CUDA graphs, static shapes)
     cache_dir: Path | None = None  # where built ONNX/TensorRT artifacts live (None: user cache)
+    recalibrate_int8: bool = False  # int8: calibrate again even when a calibrated model is cached
     server: RemoteOptions | None = None  # the avatar server of the remote backend
 
 

@@ -5,8 +5,13 @@
 1. ``tensorrt`` on a CUDA GPU (TensorRT engines: the fastest on NVIDIA GPUs),
 2. ``onnxruntime`` on a CUDA GPU (TensorRT or CUDA execution provider),
 3. ``torch`` on a CUDA GPU,
-4. ``onnxruntime`` on the CPU (about 1.3x faster than eager PyTorch per frame on CPU),
+4. ``openvino`` and ``onnxruntime`` on the CPU, the faster first: without a CUDA GPU, ``auto``
+   measures both once (:mod:`engines.race`, cached) and the reason quotes the numbers,
 5. ``torch`` on the CPU.
+
+``--device gpu[.N]`` / ``npu`` are OpenVINO devices (Intel graphics, NPUs): only ``openvino``
+runs there. ``--precision int8`` is OpenVINO's (NNCF-quantized frame graph, :mod:`engines.int8`):
+``auto`` picks ``openvino`` for it and says why the others cannot.
 
 A candidate whose prerequisites are missing is skipped with the reason; one that fails to
 start is recorded with its error; the first that starts wins and its
@@ -23,13 +28,16 @@ import importlib.util
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from export.config import ModelConfig
 from export.errors import CheckpointError, ConfigError, MissingDependencyError
 from export.iospec import model_io
+from export.threads import inference_threads
 
 from .base import Engine
 from .cache import CacheDirError
+from .calibration import CalibrationSource
 from .device import Device, check_device
 from .errors import EngineError
 from .options import BACKENDS, PRECISIONS, EngineOptions
@@ -37,7 +45,10 @@ from .options import BACKENDS, PRECISIONS, EngineOptions
 log = logging.getLogger(__name__)
 
 GPU_ORDER = ("tensorrt", "onnxruntime", "torch")
-CPU_ORDER = ("onnxruntime", "torch")
+CPU_ORDER = ("openvino", "onnxruntime", "torch")
+#: Backends --backend auto measures against each other on a CPU without a CUDA GPU.
+MEASURED_CPU = ("openvino", "onnxruntime")
+OPENVINO_ORDER = ("openvino",)  # --device gpu[.N] / npu
 
 _FIX_GPU_DRIVER = (
     "install an NVIDIA GPU driver and a CUDA build of PyTorch (https://pytorch.org/get-started)"
@@ -46,6 +57,8 @@ _FIX = {
     "tensorrt": "pip install 'avatarcam[gpu]' (needs an NVIDIA GPU and driver)",
     "onnxruntime-cpu": "pip install 'avatarcam[cpu]'",
     "onnxruntime-gpu": "pip install 'avatarcam[gpu]' (and uninstall the CPU-only onnxruntime)",
+    "openvino": "pip install 'avatarcam[cpu]'",
+    "int8": "use --backend openvino (or auto) for int8, or --precision fp32",
     "torch-cpu": "reinstall PyTorch: pip install torch",
     "torch-gpu": _FIX_GPU_DRIVER,
 }
@@ -55,8 +68,8 @@ _FIX = {
 class Attempt:
     """One candidate that was skipped or failed."""
 
-    backend: str  # tensorrt, onnxruntime or torch
-    device: str  # cpu or cuda[:N]
+    backend: str  # tensorrt, onnxruntime, openvino or torch
+    device: str  # cpu, cuda[:N], gpu[.N] or npu
     reason: str  # what went wrong, in one line
     fix: str  # the pip extra or system step that fixes it
 
@@ -89,7 +102,12 @@ def candidates(options: EngineOptions) -> list[tuple[str, str]]:
     devices = _devices(options.device)
     pairs = []
     for device in devices:
-        order = GPU_ORDER if device.startswith("cuda") else CPU_ORDER
+        if device.startswith("cuda"):
+            order = GPU_ORDER
+        elif Device.parse(device).is_intel:
+            order = OPENVINO_ORDER
+        else:
+            order = CPU_ORDER
         for backend in order:
             if options.backend in ("auto", backend):
                 pairs.append((backend, device))
@@ -101,6 +119,23 @@ def candidates(options: EngineOptions) -> list[tuple[str, str]]:
 def precheck(backend: str, device: str, precision: str) -> Attempt | None:
     """Why ``backend`` cannot run on ``device`` at ``precision`` here, before trying it."""
     gpu = device.startswith("cuda")
+    if precision == "int8" and backend != "openvino":
+        return Attempt(
+            backend, device, "int8 is the openvino backend's (NNCF-quantized)", _FIX["int8"]
+        )
+    if backend == "openvino":
+        if gpu:
+            return Attempt(
+                backend,
+                device,
+                "OpenVINO does not drive NVIDIA GPUs (its GPU device is Intel graphics)",
+                "use --device cpu, gpu (Intel) or npu with --backend openvino",
+            )
+        if not _installed("openvino"):
+            return Attempt(backend, device, "openvino is not installed", _FIX["openvino"])
+        if precision == "int8" and not _installed("nncf"):
+            return Attempt(backend, device, "nncf is not installed (int8)", _FIX["openvino"])
+        return None
     if gpu and _cuda_available():
         from .device import cuda_device_count
 
@@ -141,6 +176,8 @@ def _fix_for(backend: str, device: str, exc: BaseException) -> str:
         return _FIX["tensorrt"]
     if backend == "onnxruntime":
         return _FIX["onnxruntime-gpu" if gpu else "onnxruntime-cpu"]
+    if backend == "openvino":
+        return _FIX["openvino"]
     return _FIX["torch-gpu" if gpu else "torch-cpu"]
 
 
@@ -150,6 +187,7 @@ def _start(
     checkpoint: str | Path,
     config: ModelConfig,
     options: EngineOptions,
+    calibration: CalibrationSource | None = None,
 ) -> Engine:
     from .cache import ArtifactCache
 
@@ -174,6 +212,21 @@ def _start(
         if options.cuda_graph:
             log.info("cuda_graph is not used by the onnxruntime backend")
         return create_onnxruntime_engine(checkpoint, config, io, options.precision, device, cache)
+    if backend == "openvino":
+        from .openvino_engine import create_openvino_engine
+
+        if options.cuda_graph:
+            log.info("cuda_graph is not used by the openvino backend")
+        return create_openvino_engine(
+            checkpoint,
+            config,
+            io,
+            options.precision,
+            device,
+            cache,
+            calibration,
+            options.recalibrate_int8,
+        )
     if backend == "tensorrt":
         from .tensorrt_engine import create_tensorrt_engine
 
@@ -197,6 +250,10 @@ def _why(backend: str, device: str) -> str:
         return "ONNX Runtime's GPU providers are next fastest"
     if backend == "onnxruntime":
         return "ONNX Runtime is faster than eager PyTorch on the CPU"
+    if backend == "openvino" and device != "cpu":
+        return f"OpenVINO is the backend that drives {device}"
+    if backend == "openvino":
+        return "OpenVINO is faster than eager PyTorch on the CPU"
     return "eager PyTorch is the fallback that always works"
 
 
@@ -210,19 +267,30 @@ def validate_options(options: EngineOptions) -> None:
     check_device(options.device)
 
 
-def create(checkpoint: str | Path, config: ModelConfig, options: EngineOptions) -> Engine:
-    """Start the engine ``options`` ask for (see the module doc)."""
+def create(
+    checkpoint: str | Path,
+    config: ModelConfig,
+    options: EngineOptions,
+    calibration: CalibrationSource | None = None,
+) -> Engine:
+    """Start the engine ``options`` ask for (see the module doc); ``calibration`` feeds an int8
+    build (:mod:`engines.calibration`)."""
     validate_options(options)
     if options.backend == "remote":
         return _connect_remote(options)
     failed: list[Attempt] = []
-    for backend, device in candidates(options):
+    pairs = candidates(options)
+    measured = _measured_cpu_order(pairs, checkpoint, config, options)
+    if measured is not None:
+        rank = {b: i for i, b in enumerate(measured.order)}
+        pairs.sort(key=lambda p: (p[1] != "cpu", rank.get(p[0], len(rank))))
+    for backend, device in pairs:
         skip = precheck(backend, device, options.precision)
         if skip is not None:
             failed.append(skip)
             continue
         try:
-            engine = _start(backend, device, checkpoint, config, options)
+            engine = _start(backend, device, checkpoint, config, options, calibration)
         except (CheckpointError, ConfigError, CacheDirError):
             raise  # the input or the cache folder is wrong, not the backend
         except MissingDependencyError as exc:
@@ -242,6 +310,8 @@ def create(checkpoint: str | Path, config: ModelConfig, options: EngineOptions) 
             )
             continue
         engine.selection_reason = _reason(options, backend, device, failed, engine.notes)
+        if measured is not None and backend in measured.ms:
+            engine.selection_reason += f"; measured on this CPU: {measured.reason()}"
         log.info("engine: %s", engine.selection_reason)
         return engine
     requested = "any backend" if options.backend == "auto" else f"the {options.backend} backend"
@@ -263,6 +333,57 @@ def _connect_remote(options: EngineOptions) -> Engine:
     return connect(options.server)
 
 
+def _measured_cpu_order(
+    pairs: list[tuple[str, str]],
+    checkpoint: str | Path,
+    config: ModelConfig,
+    options: EngineOptions,
+) -> Any:
+    """For ``auto`` without a CUDA GPU: the cached (or now measured) ranking of the CPU
+    backends in :data:`MEASURED_CPU` that can run; None when there is nothing to compare."""
+    if options.backend != "auto" or not pairs or pairs[0][1] != "cpu":
+        return None
+    runnable = [
+        b
+        for b, d in pairs
+        if d == "cpu" and b in MEASURED_CPU and precheck(b, d, options.precision) is None
+    ]
+    if len(runnable) < 2:
+        return None
+    from dataclasses import asdict
+
+    from .cache import ArtifactCache, cpu_name, package_version
+    from .race import cpu_ranking
+
+    cache = ArtifactCache(options.cache_dir)
+    io = model_io(config, config.resolution, options.batch)
+    key = {
+        "backends": runnable,
+        "precision": options.precision,
+        "config": asdict(config),
+        "resolution": config.resolution,
+        "batch": options.batch,
+        "cpu": cpu_name(),
+        "threads": inference_threads(),
+        "versions": {b: package_version(b) for b in runnable},
+    }
+
+    def start(backend: str) -> Engine:
+        return _start(backend, "cpu", checkpoint, config, options)
+
+    label = f"cpu-{config.resolution}px-b{options.batch}-{options.precision}"
+    try:
+        ranking = cpu_ranking(cache, key, runnable, start, io, label)
+    except (CheckpointError, ConfigError):
+        raise
+    except Exception as exc:  # the selection below reports each backend's own failure
+        log.debug("measuring the CPU backends failed", exc_info=True)
+        log.info("could not measure the CPU backends (%s); using the default order", exc)
+        return None
+    log.debug("CPU backend ranking: %s", ranking.reason())
+    return ranking
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -277,7 +398,9 @@ def _reason(
 ) -> str:
     how = "picked by --backend auto" if options.backend == "auto" else "requested"
     text = f"{backend} on {device} ({options.precision}), {how}"
-    if options.backend == "auto":
+    if options.backend == "auto" and options.precision == "int8":
+        text += ": int8 runs in the openvino backend only (NNCF-quantized frame graph)"
+    elif options.backend == "auto":
         text += f": {_why(backend, device)}"
     if engine_notes:
         text += "; " + "; ".join(engine_notes)

@@ -11,6 +11,10 @@ With ``compile`` the graphs run through ``torch.compile`` (inductor, static shap
 graphs on the GPU (``mode="reduce-overhead"``), ``"max-autotune-no-cudagraphs"`` on the CPU.
 Compiling happens once, at creation (a warm-up call of each graph); inductor's own cache lives
 in the engine cache folder, so later starts reuse the generated kernels.
+
+On the CPU the weights and 4-D inputs are channels-last (oneDNN's native layout: no
+reorders around each convolution) and the intra-op threads follow
+:func:`export.threads.inference_threads`.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from export.config import ModelConfig
 from export.graphs import AvatarGraph, FrameGraph
 from export.iospec import GraphSpec, ModelIO, model_io
 from export.model import FOMM
+from export.threads import inference_threads
 
 from .base import Engine
 from .device import Device, resolve
@@ -111,6 +116,13 @@ class TorchEngine(Engine):
 
             model = mixed_precision_model(model)
         self._model = model.to(device=self._dev).eval()
+        # CPU: oneDNN convolutions run in NHWC; channels-last weights and inputs avoid reorders.
+        self._memory_format = torch.preserve_format if dev.is_cuda else torch.channels_last
+        if not dev.is_cuda:
+            self._model = self._model.to(memory_format=torch.channels_last)
+            threads = inference_threads()
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)
         graphs: dict[str, torch.nn.Module] = {
             io.avatar.name: AvatarGraph(self._model, io),
             io.frame.name: FrameGraph(self._model, io),
@@ -175,13 +187,21 @@ class TorchEngine(Engine):
         if self.cuda_graph and name in self._static:
             # The captured graph reads these addresses: update them in place.
             return self._static[name].copy_(tensor, non_blocking=False)
-        # A copy on the CPU too: the engine never keeps a buffer its caller owns.
-        return tensor.to(device=self._dev, dtype=torch.float32, copy=True)
+        return self._fresh_input(tensor)
+
+    def _fresh_input(self, tensor: torch.Tensor) -> torch.Tensor:
+        """A copy on the engine's device in its layout (a copy on the CPU too: the engine never
+        keeps a buffer its caller owns)."""
+        tensor = tensor.to(device=self._dev, dtype=torch.float32, copy=True)
+        if tensor.dim() == 4 and self._memory_format is torch.channels_last:
+            tensor = tensor.contiguous(memory_format=torch.channels_last)
+        return tensor
 
     def _to_host(self, name: str, handle: torch.Tensor) -> np.ndarray:
         # Eager and compiled outputs are fresh tensors (CUDA ones are cloned in _call when
         # compiled); static CUDA-graph outputs are copied by .to("cpu").
-        return handle.detach().to(device="cpu", dtype=torch.float32).numpy()
+        host = handle.detach().to(device="cpu", dtype=torch.float32)
+        return np.ascontiguousarray(host.numpy())  # NCHW, whatever the engine's layout
 
     def _call(self, graph: GraphSpec, inputs: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
         module = self._graphs[graph.name]
@@ -209,7 +229,7 @@ class TorchEngine(Engine):
         return dict(zip(graph.output_names, outputs, strict=True))
 
     def _run_once(self, graph: GraphSpec, feeds: Mapping[str, np.ndarray]) -> dict[str, Any]:
-        inputs = [torch.from_numpy(feeds[name]).to(self._dev) for name in graph.input_names]
+        inputs = [self._fresh_input(torch.from_numpy(feeds[name])) for name in graph.input_names]
         with self._settings():
             outputs = self._call(graph, inputs)
         return {

@@ -12,8 +12,18 @@ import logging
 import sys
 from pathlib import Path
 
-from .errors import UserError
-from .onnx_export import FP16_TOLERANCE, FP32_TOLERANCE, GRAPHS, OPSET, PRECISIONS
+from .threads import passive_openmp
+
+passive_openmp()  # OMP_WAIT_POLICY=PASSIVE before torch loads (export.threads)
+
+from .errors import UserError  # noqa: E402
+from .onnx_export import (  # noqa: E402
+    FP16_TOLERANCE,
+    FP32_TOLERANCE,
+    GRAPHS,
+    OPSET,
+    PRECISIONS,
+)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -9,12 +9,13 @@ from dataclasses import replace
 from pathlib import Path
 
 from engines import Engine, create_engine
-from export.config import load_config
+from export.config import ModelConfig, load_config
 from export.errors import UserError
 from export.obtain import obtain_checkpoint
 
 from .animator import Animator
 from .avatars import load_avatar_images
+from .calibration import calibration_source
 from .controls import controls_help
 from .credentials import ContentCredentials
 from .errors import DisplayError, InputError, SettingError
@@ -85,12 +86,22 @@ def run(
         if virtual_camera is not None:
             _log_virtual_camera(virtual_camera, options)
 
-        engine = stack.enter_context(
-            _connect_server(options, live) if remote else _start_engine(options)
-        )
+        if remote:
+            engine = stack.enter_context(_connect_server(options, live))
+            prepared = prepare_avatars(avatars, engine.io.resolution, options.crop, options.framing)
+        else:
+            checkpoint, config = _model(options)
+            # Avatars are framed before the engine starts: an int8 build calibrates on them and
+            # on the first input frames, framed the way the loop frames them.
+            prepared = prepare_avatars(avatars, config.resolution, options.crop, options.framing)
+            calibration = calibration_source(
+                capture.input, source, prepared, config.resolution, options.crop, options.framing
+            )
+            engine = stack.enter_context(
+                create_engine(checkpoint, config, options.engine, calibration=calibration)
+            )
         log.debug("engine details: %s", engine.describe())
         resolution = engine.io.resolution
-        prepared = prepare_avatars(avatars, resolution, options.crop, options.framing)
         cropper = _cropper(options, resolution, stack)
         if live:
             log.info(controls_help() if preview else "press Ctrl+C to stop")
@@ -320,8 +331,8 @@ def _log_virtual_camera(virtual_camera: VirtualCamera, options: RunOptions) -> N
     )
 
 
-def _start_engine(options: RunOptions) -> Engine:
-    """The local engine: the checkpoint found, downloaded or named, and its config."""
+def _model(options: RunOptions) -> tuple[Path, ModelConfig]:
+    """The local model: the checkpoint found, downloaded or named, and its config."""
     model = options.model
     choice = obtain_checkpoint(
         model.checkpoint,
@@ -330,8 +341,7 @@ def _start_engine(options: RunOptions) -> Engine:
         url=model.checkpoint_url,
         sha256=model.checkpoint_sha256,
     )
-    config = load_config(choice.config, model.resolution)
-    return create_engine(choice.checkpoint, config, options.engine)
+    return Path(choice.checkpoint), load_config(choice.config, model.resolution)
 
 
 def _connect_server(options: RunOptions, live: bool) -> Engine:

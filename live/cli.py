@@ -176,10 +176,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--precision",
         choices=PRECISIONS,
         default=EngineOptions.precision,
-        help="precision inside the network (default: %(default)s)",
+        help="precision inside the network (default: %(default)s); int8 (opt-in, OpenVINO): a "
+        "quantized frame graph calibrated on your avatar and input on first use",
     )
     engine.add_argument(
-        "--device", default=EngineOptions.device, help="cpu, cuda, cuda:N or auto (default)"
+        "--device",
+        default=EngineOptions.device,
+        help="cpu, cuda, cuda:N (NVIDIA), gpu, gpu.N or npu (Intel, with --backend openvino) "
+        "or auto (default)",
     )
     engine.add_argument(
         "--compile",
@@ -189,6 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     engine.add_argument(
         "--cuda-graph", action="store_true", help="capture the frame call in a CUDA graph"
+    )
+    engine.add_argument(
+        "--recalibrate-int8",
+        action="store_true",
+        help="with --precision int8: calibrate the quantized model again on this run's avatar "
+        "and input (it is calibrated once per model and device, on first use, and cached)",
     )
 
     _add_server_flags(parser)
@@ -266,6 +276,7 @@ def _engine_options(args: argparse.Namespace) -> EngineOptions:
         device=args.device,
         cuda_graph=args.cuda_graph,
         compile=args.compile,
+        recalibrate_int8=args.recalibrate_int8,
     )
     if args.server is None:
         if args.backend == "remote":

@@ -38,6 +38,8 @@ TOP_KEYS = {
     "rows",
     "skipped",
     "pipeline",
+    "quality",
+    "offline",
 }
 ROW_KEYS = {
     "id",

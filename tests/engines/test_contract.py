@@ -3,10 +3,17 @@ set_avatar / set_motion / animate (relative and absolute motion) and run(), comp
 reference implementation's arrays.
 
 Cases this machine cannot run are collected and skipped with the reason (no CUDA GPU, no
-onnxruntime-gpu, no tensorrt), so the parametrization is the same everywhere. The ``double``
-cases run the tensorrt backend against the TensorRT/CUDA test double
+onnxruntime-gpu, no tensorrt, no openvino), so the parametrization is the same everywhere.
+The ``double`` cases run the tensorrt backend against the TensorRT/CUDA test double
 (tests/engines/fake_tensorrt.py, the exported graphs in ONNX Runtime on the CPU), so its
-binding, capture and staging meet the contract everywhere; ``compile`` cases use torch.compile.
+binding, capture and staging meet the contract everywhere; ``compile`` cases use
+torch.compile.
+
+int8 (OpenVINO, NNCF-quantized frame graph) is calibrated on the golden's own avatar and
+driving frames, as the live loop calibrates on the user's. Its keypoints must stay within the
+fp32 tolerance (the keypoint detector and motion math are kept in float by design); frames
+within :data:`INT8_FRAMES` of fp32. int8 runs on tiny64 only: calibrating the
+256-pixel golden would add half a minute to CI for no extra coverage of the code path.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import numpy as np
 import pytest
 import torch
 
-from engines import EngineOptions, create_engine
+from engines import CalibrationFrames, EngineOptions, create_engine
 from export.config import load_config
 from export.motion import absolute_motion, relative_motion
 from tests.conftest import Golden
@@ -49,7 +56,11 @@ TOLERANCES = {
     ("cuda", "fp32"): Tolerance(max=5e-4, mean=1e-5),
     ("cpu", "fp16"): Tolerance(max=8 / 255, mean=2 / 255),
     ("cuda", "fp16"): Tolerance(max=8 / 255, mean=2 / 255),
+    # int8 keypoints: the keypoint detector and motion math stay float32, so fp32's bound.
+    ("cpu", "int8"): Tolerance(max=1e-4, mean=None),
 }
+# int8 frames vs the fp32 reference (random weights, tiny64: measured mean 0.0025, max 0.02).
+INT8_FRAMES = Tolerance(max=16 / 255, mean=2 / 255)
 
 gpu = pytest.mark.gpu
 trt = pytest.mark.tensorrt
@@ -61,6 +72,8 @@ CASES = [
     pytest.param("torch", "cpu", "fp32", False, "", id="torch-cpu-fp32"),
     pytest.param("onnxruntime", "cpu", "fp32", False, "", id="onnxruntime-cpu-fp32"),
     pytest.param("onnxruntime", "cpu", "fp16", False, "", id="onnxruntime-cpu-fp16"),
+    pytest.param("openvino", "cpu", "fp32", False, "", id="openvino-cpu-fp32"),
+    pytest.param("openvino", "cpu", "int8", False, "", id="openvino-cpu-int8"),
     pytest.param("tensorrt", "cuda", "fp32", False, "double", id="tensorrt-double-fp32"),
     pytest.param("tensorrt", "cuda", "fp16", True, "double", id="tensorrt-double-fp16-cudagraph"),
     pytest.param("torch", "cpu", "fp32", False, "compile", id="torch-cpu-fp32-compile", marks=slow),
@@ -100,9 +113,18 @@ def _skip_reason(backend: str, device: str, mode: str, golden: str) -> str | Non
 
             if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
                 return "onnxruntime-gpu is not installed (pip install 'avatarcam[gpu]')"
+    if backend == "openvino":
+        for module in ("openvino", "nncf"):
+            if importlib.util.find_spec(module) is None:
+                return f"{module} is not installed (pip install 'avatarcam[cpu]')"
     if backend == "tensorrt" and importlib.util.find_spec("tensorrt") is None:
         return "tensorrt is not installed (pip install 'avatarcam[gpu]')"
     return None
+
+
+def _uint8(image: np.ndarray) -> np.ndarray:
+    """H x W x C float in [0, 1] -> uint8 (calibration frames are 8-bit, like camera frames)."""
+    return np.clip(np.rint(image * 255), 0, 255).astype(np.uint8)
 
 
 def _nchw(image: np.ndarray) -> np.ndarray:
@@ -137,6 +159,8 @@ def test_engine_matches_goldens(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     reason = _skip_reason(backend, device, mode, golden.name)
+    if precision == "int8" and golden.name != "tiny64":
+        reason = "int8 calibration is tested on tiny64 (fast); the code path is the same"
     if reason:
         pytest.skip(reason)
     if mode == "double":
@@ -146,6 +170,7 @@ def test_engine_matches_goldens(
         install(monkeypatch, cuda, fake_tensorrt(cuda))
     # The double computes on the CPU: CPU bounds.
     tolerance = TOLERANCES["cpu" if mode == "double" else device.split(":")[0], precision]
+    frame_tolerance = INT8_FRAMES if precision == "int8" else tolerance
     a = golden.arrays
     config = load_config(golden.config, resolution=golden.resolution)
     options = EngineOptions(
@@ -156,7 +181,10 @@ def test_engine_matches_goldens(
         compile=mode == "compile",
         cache_dir=shared_engine_cache,
     )
-    with create_engine(golden.checkpoint, config, options) as engine:
+    calibration = CalibrationFrames(
+        (_uint8(a["source"]),), tuple(_uint8(d) for d in a["driving"]), golden.name
+    )
+    with create_engine(golden.checkpoint, config, options, calibration=calibration) as engine:
         assert engine.backend == backend
         assert engine.precision == precision
         assert engine.device.startswith(device)
@@ -181,7 +209,7 @@ def test_engine_matches_goldens(
                 f"prediction[{t}]",
                 result.prediction[0].transpose(1, 2, 0),
                 a["prediction"][t],
-                tolerance,
+                frame_tolerance,
             )
             _check(
                 f"kp_driving_value[{t}]",
@@ -212,7 +240,7 @@ def test_engine_matches_goldens(
             "run prediction",
             frame["prediction"][0].transpose(1, 2, 0),
             a["kp_abs_prediction"][1],
-            tolerance,
+            frame_tolerance,
         )
         last = a["driving"].shape[0] - 1
         result = engine.animate(_nchw(a["driving"][last]))
@@ -220,7 +248,7 @@ def test_engine_matches_goldens(
             "prediction after run()",
             result.prediction[0].transpose(1, 2, 0),
             a["prediction"][last],
-            tolerance,
+            frame_tolerance,
         )
 
         # Absolute motion: the driving keypoints unchanged.
@@ -231,6 +259,6 @@ def test_engine_matches_goldens(
                 f"kp_abs_prediction[{t}]",
                 result.prediction[0].transpose(1, 2, 0),
                 a["kp_abs_prediction"][t],
-                tolerance,
+                frame_tolerance,
             )
     assert engine.closed

@@ -13,6 +13,7 @@ from engines import EngineOptions, create_engine
 from engines import onnxruntime_engine as ore
 from engines.cache import ArtifactCache, onnx_artifacts
 from engines.errors import EngineError
+from export import threads
 from export.config import load_config
 from export.errors import MissingDependencyError
 from tests.conftest import Golden
@@ -38,9 +39,9 @@ def test_session_options_are_tuned_for_latency(tmp_path: Path) -> None:
     options = ore.session_options(ort, tmp_path / "opt.onnx")
     assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     assert options.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
-    assert options.intra_op_num_threads == ore.physical_cores()
+    assert options.intra_op_num_threads == threads.inference_threads()
     assert options.optimized_model_filepath == str(tmp_path / "opt.onnx")
-    assert 1 <= ore.physical_cores() <= (os.cpu_count() or 1)
+    assert 1 <= threads.inference_threads() <= threads.physical_cores() <= (os.cpu_count() or 1)
 
 
 def test_warns_when_both_distributions_are_installed(monkeypatch: pytest.MonkeyPatch) -> None:

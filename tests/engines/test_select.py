@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from engines import EngineOptions, create_engine, select
+from engines import EngineOptions, create_engine, race, select
 from engines.errors import EngineError
 from engines.select import Attempt, candidates, precheck
 from export.config import load_config
@@ -28,6 +28,7 @@ def test_auto_order_on_a_gpu_machine(monkeypatch: pytest.MonkeyPatch) -> None:
         ("tensorrt", "cuda"),
         ("onnxruntime", "cuda"),
         ("torch", "cuda"),
+        ("openvino", "cpu"),
         ("onnxruntime", "cpu"),
         ("torch", "cpu"),
     ]
@@ -44,8 +45,33 @@ def test_auto_order_on_a_gpu_machine(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_auto_order_without_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(select, "_cuda_available", lambda: False)
-    assert candidates(EngineOptions()) == [("onnxruntime", "cpu"), ("torch", "cpu")]
+    assert candidates(EngineOptions()) == [
+        ("openvino", "cpu"),
+        ("onnxruntime", "cpu"),
+        ("torch", "cpu"),
+    ]
     assert candidates(EngineOptions(backend="tensorrt")) == [("tensorrt", "cpu")]
+
+
+def test_openvino_devices_run_only_openvino(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(select, "_cuda_available", lambda: False)
+    assert candidates(EngineOptions(device="GPU")) == [("openvino", "gpu")]
+    assert candidates(EngineOptions(device="gpu.1")) == [("openvino", "gpu.1")]
+    assert candidates(EngineOptions(device="npu", backend="openvino")) == [("openvino", "npu")]
+    # An explicit non-OpenVINO backend on an Intel device is tried and refused with the reason.
+    assert candidates(EngineOptions(device="npu", backend="torch")) == [("torch", "npu")]
+    with pytest.raises(EngineError, match="gpu and npu are Intel devices"):
+        candidates(EngineOptions(device="tpu"))
+
+
+def test_int8_is_openvinos(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(select, "_installed", lambda module: True)
+    for backend in ("onnxruntime", "torch", "tensorrt"):
+        attempt = precheck(backend, "cpu", "int8")
+        assert attempt is not None and "openvino" in attempt.reason
+        assert "--backend openvino" in attempt.fix
+    assert precheck("openvino", "cpu", "int8") is None
+    assert "NVIDIA" in precheck("openvino", "cuda", "fp32").reason
 
 
 def test_prechecks_name_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -60,29 +86,86 @@ def test_prechecks_name_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "CUDA" in precheck("torch", "cuda", "fp32").reason
     assert "fp16" in precheck("torch", "cpu", "fp16").reason
     assert precheck("torch", "cpu", "fp32") is None
+    ov_cpu = precheck("openvino", "cpu", "fp32")
+    assert ov_cpu is not None and ov_cpu.fix == "pip install 'avatarcam[cpu]'"
 
 
-def test_auto_picks_onnxruntime_on_this_cpu(
-    tiny_golden: Golden, tiny_config, shared_engine_cache: Path, monkeypatch: pytest.MonkeyPatch
+def test_auto_measures_the_cpu_backends_once(
+    tiny_golden: Golden, tiny_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pytest.importorskip("onnxruntime")
+    pytest.importorskip("openvino")
     monkeypatch.setattr(select, "_cuda_available", lambda: False)
-    options = EngineOptions(cache_dir=shared_engine_cache)
+    measured = []
+    real_measure = race.measure
+
+    def measure(backends, start, io):
+        ms, failed = real_measure(backends, start, io)
+        measured.append(ms)
+        return ms, failed
+
+    monkeypatch.setattr(race, "measure", measure)
+    options = EngineOptions(cache_dir=tmp_path)
     with create_engine(tiny_golden.checkpoint, tiny_config, options) as engine:
-        assert engine.backend == "onnxruntime" and engine.device == "cpu"
-        reason = engine.selection_reason
-    assert "onnxruntime on cpu" in reason and "--backend auto" in reason
-    assert "faster than eager PyTorch" in reason
+        first = (engine.backend, engine.selection_reason)
+    assert len(measured) == 1 and set(measured[0]) == {"openvino", "onnxruntime"}
+    fastest = min(measured[0], key=measured[0].__getitem__)
+    assert first[0] == fastest
+    reason = first[1]
+    assert f"{fastest} on cpu" in reason and "--backend auto" in reason
+    assert "measured on this CPU" in reason and "measured now" in reason
+    for backend, ms in measured[0].items():
+        assert f"{backend} {ms:.0f} ms" in reason
+    # The second start reads the cached measurement instead of measuring again.
+    with create_engine(tiny_golden.checkpoint, tiny_config, options) as engine:
+        assert engine.backend == fastest
+        assert "cached measurement" in engine.selection_reason
+    assert len(measured) == 1
+
+
+def test_auto_follows_the_measurement(
+    tiny_golden: Golden, tiny_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whichever backend measures faster is started first (here: a stubbed measurement)."""
+    monkeypatch.setattr(select, "_cuda_available", lambda: False)
+    monkeypatch.setattr(select, "_installed", lambda module: True)
+    started = []
+
+    def start(backend, device, *args):
+        started.append(backend)
+        raise RuntimeError(f"{backend} stub")
+
+    monkeypatch.setattr(select, "_start", start)
+    monkeypatch.setattr(
+        race, "measure", lambda backends, s, io: ({"onnxruntime": 10.0, "openvino": 30.0}, {})
+    )
+    with pytest.raises(EngineError):
+        create_engine(tiny_golden.checkpoint, tiny_config, EngineOptions(cache_dir=tmp_path))
+    assert started == ["onnxruntime", "openvino", "torch"]
+
+
+def test_auto_int8_picks_openvino_and_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(select, "_cuda_available", lambda: False)
+    monkeypatch.setattr(select, "_installed", lambda module: True)
+    options = EngineOptions(precision="int8")
+    runnable = [p for p in candidates(options) if precheck(*p, "int8") is None]
+    assert runnable == [("openvino", "cpu")]
+    reason = select._reason(options, "openvino", "cpu", [precheck("onnxruntime", "cpu", "int8")])
+    assert "int8 is the openvino backend's" in reason
+    assert "int8 runs in the openvino backend only" in reason
 
 
 def test_auto_falls_back_to_torch_and_says_why(
     tiny_golden: Golden, tiny_config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(select, "_cuda_available", lambda: False)
-    monkeypatch.setattr(select, "_installed", lambda module: module not in ("onnxruntime",))
+    monkeypatch.setattr(
+        select, "_installed", lambda module: module not in ("onnxruntime", "openvino")
+    )
     with create_engine(tiny_golden.checkpoint, tiny_config) as engine:
         assert engine.backend == "torch"
         assert "onnxruntime on cpu (onnxruntime is not installed)" in engine.selection_reason
+        assert "openvino on cpu (openvino is not installed)" in engine.selection_reason
 
 
 def test_a_failing_backend_is_recorded_and_the_next_one_tried(
@@ -92,7 +175,7 @@ def test_a_failing_backend_is_recorded_and_the_next_one_tried(
     real_start = select._start
 
     def start(backend, device, *args):
-        if backend == "onnxruntime":
+        if backend in ("onnxruntime", "openvino"):
             raise RuntimeError("session creation failed")
         return real_start(backend, device, *args)
 
@@ -120,6 +203,7 @@ def test_combined_error_when_nothing_starts(
         "- tensorrt on cuda: the tensorrt package is not installed",
         "- onnxruntime on cuda: onnxruntime is not installed",
         "- torch on cuda: RuntimeError: torch exploded on cuda",
+        "- openvino on cpu: openvino is not installed",
         "- onnxruntime on cpu: onnxruntime is not installed",
         "- torch on cpu: RuntimeError: torch exploded on cpu",
         "fix: pip install 'avatarcam[gpu]'",
@@ -148,7 +232,7 @@ def test_checkpoint_errors_are_not_hidden(tmp_path: Path, tiny_config) -> None:
 def test_bad_options(tiny_golden: Golden, tiny_config) -> None:
     for options, match in (
         (EngineOptions(backend="magic"), "unknown backend"),
-        (EngineOptions(precision="int8"), "unknown precision"),
+        (EngineOptions(precision="int4"), "unknown precision"),
         (EngineOptions(batch=0), "batch"),
         (EngineOptions(device="tpu"), "unknown device"),
     ):
@@ -166,7 +250,7 @@ def test_attempt_line() -> None:
 BLOCKED = """
 import sys
 
-for name in ("onnxruntime", "tensorrt"):
+for name in ("onnxruntime", "tensorrt", "openvino", "nncf"):
     sys.modules[name] = None
 """
 
@@ -175,7 +259,8 @@ def test_engines_import_without_optional_packages(tiny_golden: Golden, tmp_path:
     script = BLOCKED + textwrap.dedent(
         f"""
         import engines, engines.select, engines.cache, engines.torch_engine
-        import engines.onnxruntime_engine, engines.tensorrt_engine
+        import engines.onnxruntime_engine, engines.tensorrt_engine, engines.openvino_engine
+        import engines.int8, engines.race
         import export.onnx_export, export.tensorrt_build
         assert sys.modules["onnxruntime"] is None and sys.modules["tensorrt"] is None
 
@@ -198,6 +283,10 @@ def test_engines_import_without_optional_packages(tiny_golden: Golden, tmp_path:
         except MissingDependencyError as exc:
             print("IMPORT", str(exc).replace(chr(10), " | "))
         try:
+            engines.openvino_engine.import_openvino()
+        except MissingDependencyError as exc:
+            print("OV", str(exc).replace(chr(10), " | "))
+        try:
             export.tensorrt_build.import_tensorrt()
         except MissingDependencyError as exc:
             print("TRT", str(exc).replace(chr(10), " | "))
@@ -213,3 +302,4 @@ def test_engines_import_without_optional_packages(tiny_golden: Golden, tmp_path:
     assert "pip install 'avatarcam[cpu]'" in out["ORT"]
     assert "avatarcam[cpu]" in out["IMPORT"] or "avatarcam[gpu]" in out["IMPORT"]
     assert "avatarcam[gpu]" in out["TRT"] and "NVIDIA" in out["TRT"]
+    assert "avatarcam[cpu]" in out["OV"] and "openvino" in out["OV"]

@@ -189,3 +189,19 @@ def test_cuda_graph_on_the_second_gpu(tiny_golden: Golden) -> None:
         frame = engine.animate(_nchw(a["driving"][1])).prediction
         assert engine.cuda_graph and engine._static_out[0].device == torch.device("cuda:1")
     assert np.abs(frame[0].transpose(1, 2, 0) - a["kp_abs_prediction"][1]).max() <= 1e-3
+
+
+def test_cpu_engine_runs_channels_last_with_inference_threads(tiny_golden: Golden) -> None:
+    from export.threads import inference_threads
+
+    model, _ = _model(tiny_golden)
+    engine = TorchEngine(model, precision="fp32", device="cpu")
+    convs = [m for m in engine._model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
+    driving = engine._to_device("driving", np.zeros((1, 3, 64, 64), np.float32))
+    assert driving.is_contiguous(memory_format=torch.channels_last)
+    assert torch.get_num_threads() == inference_threads()
+    # Outputs come back as plain C-ordered NCHW arrays whatever the engine's layout.
+    out = engine._to_host("prediction", driving)
+    assert out.flags.c_contiguous and out.shape == (1, 3, 64, 64)
+    engine.close()

@@ -1,0 +1,230 @@
+"""End-to-end rows: the offline command users run, timed from the outside.
+
+``python run_live.py --avatar A --input VIDEO --output FOLDER --backend B --precision P`` runs
+as a child process, exactly as a user types it (decode, face framing, engine, PNG writing).
+Its per-frame time is measured on the files it writes: the interval between the first and the
+last PNG's modification times divided by the frames in between, so start-up (model load,
+engine build, int8 calibration) is excluded and reported separately as the wall time. Each
+variant runs once untimed (to build its cached artifacts), then the variants run in turn,
+interleaved, ``rounds`` times, so a slow spell on a shared machine hits every variant alike.
+Every timed run records the CPU the child got and what other processes used meanwhile
+(:mod:`.cpushare`); a run during which others used more than half a core is marked contended.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .cpushare import between, is_contended, snapshot
+from .errors import BenchmarkError
+
+ROOT = Path(__file__).resolve().parent.parent
+#: Variants timed by default: the eager baseline, what auto picks, and int8.
+DEFAULT_VARIANTS = ("torch:fp32", "auto:fp32", "auto:int8")
+
+
+@dataclass(frozen=True)
+class OfflineSetup:
+    """What every offline run shares."""
+
+    video: Path  # driving video, GIF or folder
+    avatar: Path  # avatar photo
+    checkpoint: Path  # FOMM checkpoint
+    config: str  # preset or YAML
+    resolution: int | None  # model frame size; None: the config's
+    cache_dir: Path | None  # engine cache the runs share (None: the user's)
+    variants: tuple[tuple[str, str], ...]  # (backend, precision), the first is the reference
+    rounds: int  # timed runs per variant, interleaved
+
+
+def parse_variants(text: str) -> tuple[tuple[str, str], ...]:
+    """``torch:fp32,auto:int8`` -> (("torch", "fp32"), ("auto", "int8"))."""
+    from engines import BACKENDS, PRECISIONS
+
+    variants = []
+    for item in (v.strip() for v in text.split(",") if v.strip()):
+        backend, _, precision = item.partition(":")
+        if backend not in BACKENDS or precision not in PRECISIONS:
+            raise BenchmarkError(
+                f"--offline-variants {item!r}: expected BACKEND:PRECISION with a backend of "
+                f"{', '.join(BACKENDS)} and a precision of {', '.join(PRECISIONS)}, e.g. "
+                "torch:fp32,auto:int8"
+            )
+        variants.append((backend, precision))
+    if not variants:
+        raise BenchmarkError("--offline-variants is empty; e.g. torch:fp32,auto:fp32,auto:int8")
+    return tuple(dict.fromkeys(variants))
+
+
+def command(setup: OfflineSetup, backend: str, precision: str, output: Path) -> list[str]:
+    args = [
+        "--avatar", str(setup.avatar), "--input", str(setup.video), "--output", str(output),
+        "--checkpoint", str(setup.checkpoint), "--config", setup.config,
+        "--backend", backend, "--precision", precision,
+    ]  # fmt: skip
+    if setup.resolution:
+        args += ["--resolution", str(setup.resolution)]
+    return args
+
+
+def _frame_ms(folder: Path) -> tuple[int, float | None]:
+    """Frames written and the mean interval between the first and last one, in ms."""
+    stamps = sorted(p.stat().st_mtime_ns for p in folder.glob("*.png"))
+    if len(stamps) < 2:
+        return len(stamps), None
+    return len(stamps), (stamps[-1] - stamps[0]) / 1e6 / (len(stamps) - 1)
+
+
+def _selection(stderr: str) -> str | None:
+    for line in stderr.splitlines():
+        if line.startswith("engine: "):
+            return line[len("engine: ") :]
+    return None
+
+
+def run_once(
+    setup: OfflineSetup, backend: str, precision: str, work: Path, env: dict[str, str]
+) -> dict[str, Any]:
+    """One run of the command; its timing, CPU share and selection line."""
+    output = Path(tempfile.mkdtemp(prefix="out-", dir=work))
+    args = command(setup, backend, precision, output)
+    start = snapshot(children=True)
+    began = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "run_live", *args],
+        cwd=ROOT if (ROOT / "run_live.py").is_file() else None,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    wall = time.perf_counter() - began
+    cpu = between(start, snapshot(children=True))
+    if done.returncode != 0:
+        tail = " | ".join(done.stderr.strip().splitlines()[-3:])
+        raise BenchmarkError(f"run_live.py {shlex.join(args)} failed ({done.returncode}): {tail}")
+    frames, frame_ms = _frame_ms(output)
+    for png in output.glob("*.png"):
+        png.unlink()
+    output.rmdir()
+    return {
+        "wall_s": round(wall, 2),
+        "frames": frames,
+        "frame_ms": frame_ms,
+        "cpu": cpu,
+        "contended": is_contended(cpu),
+        "selection": _selection(done.stderr),
+        "stderr_tail": done.stderr.strip().splitlines()[-2:],
+    }
+
+
+def measure_offline(setup: OfflineSetup, log: Callable[[str], None]) -> dict[str, Any]:
+    """Warm-up runs, then ``rounds`` interleaved timed runs of every variant."""
+    with tempfile.TemporaryDirectory(prefix="avatarcam-offline-") as folder:
+        work = Path(folder)
+        env = {**os.environ}
+        if setup.cache_dir is not None:
+            home = work / "home"
+            home.mkdir()
+            (home / "cache").symlink_to(Path(setup.cache_dir).resolve(), target_is_directory=True)
+            env["AVATARCAM_HOME"] = str(home)
+        runs: dict[tuple[str, str], list[dict[str, Any]]] = {v: [] for v in setup.variants}
+        first: dict[tuple[str, str], dict[str, Any]] = {}
+        for backend, precision in setup.variants:
+            log(f"offline: first run of {backend} {precision} (builds and caches its engine)")
+            first[(backend, precision)] = run_once(setup, backend, precision, work, env)
+        for round_index in range(setup.rounds):
+            for backend, precision in setup.variants:
+                result = run_once(setup, backend, precision, work, env)
+                runs[(backend, precision)].append(result)
+                log(
+                    f"offline round {round_index + 1}: {backend} {precision}: "
+                    f"{result['frame_ms'] or 0:.0f} ms per frame, child CPU "
+                    f"{result['cpu']['own_cores']} cores, others "
+                    f"{result['cpu']['others_cores']}"
+                )
+    rows = []
+    reference = None
+    for variant in setup.variants:
+        backend, precision = variant
+        timed = runs[variant]
+        values = [r["frame_ms"] for r in timed if r["frame_ms"] is not None]
+        clean = [r["frame_ms"] for r in timed if r["frame_ms"] is not None and not r["contended"]]
+        frame_ms = float(np.median(values)) if values else None
+        if reference is None:
+            reference = frame_ms
+        rows.append(
+            {
+                "backend": backend,
+                "precision": precision,
+                "command": "python run_live.py "
+                + shlex.join(command(setup, backend, precision, Path("OUT"))),
+                "selection": timed[0]["selection"] if timed else None,
+                "frames": timed[0]["frames"] if timed else 0,
+                "frame_ms": frame_ms,
+                "frame_ms_runs": values,
+                "frame_ms_uncontended": float(np.median(clean)) if clean else None,
+                "fps": 1000.0 / frame_ms if frame_ms else None,
+                "speedup": reference / frame_ms if reference and frame_ms else None,
+                "wall_s_runs": [r["wall_s"] for r in timed],
+                "first_run_wall_s": first[variant]["wall_s"],
+                "cpu_runs": [r["cpu"] for r in timed],
+                "runs_contended": sum(r["contended"] for r in timed),
+            }
+        )
+    return {
+        "video": str(setup.video),
+        "avatar": str(setup.avatar),
+        "rounds": setup.rounds,
+        "method": "per-frame time = (mtime of the last PNG - mtime of the first) / (frames - 1), "
+        "median over interleaved rounds; the first run of each variant (engine build, int8 "
+        "calibration) is untimed",
+        "reference": f"{setup.variants[0][0]} {setup.variants[0][1]}",
+        "rows": rows,
+    }
+
+
+def offline_markdown(result: dict[str, Any]) -> list[str]:
+    lines = [
+        f"`run_live.py` on `{result['video']}` with the avatar `{result['avatar']}`, "
+        f"{result['rounds']} interleaved rounds; {result['method']}. Speed-up against "
+        f"{result['reference']}.",
+        "",
+        "| command | engine chosen | ms per frame | FPS | speed-up | ms per frame, uncontended "
+        "runs | speed-up, uncontended | child CPU cores | others' cores | contended runs |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    reference = result["rows"][0]["frame_ms_uncontended"] if result["rows"] else None
+    for row in result["rows"]:
+        clean = row["frame_ms_uncontended"]
+        clean_speedup = reference / clean if reference and clean else None
+        own = [c["own_cores"] for c in row["cpu_runs"] if c["own_cores"] is not None]
+        others = [c["others_cores"] for c in row["cpu_runs"] if c["others_cores"] is not None]
+        selection = (row["selection"] or "-").split(",")[0]
+        lines.append(
+            f"| `--backend {row['backend']} --precision {row['precision']}` | {selection} | "
+            f"{_f(row['frame_ms'], '.0f')} | {_f(row['fps'], '.2f')} | "
+            f"{_f(row['speedup'], '.2f')}x | {_f(clean, '.0f')} | "
+            f"{_f(clean_speedup, '.2f')}{'x' if clean_speedup else ''} | {_f(_mean(own), '.2f')} | "
+            f"{_f(_mean(others), '.2f')} | {row['runs_contended']}/{len(row['cpu_runs'])} |"
+        )
+    return [*lines, ""]
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return float(np.mean(values)) if values else None
+
+
+def _f(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
