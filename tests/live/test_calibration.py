@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from live.capture import open_source
+from live.sources import open_source
 
 from live.calibration import calibration_source, driving_crops
 from live.cli import main
