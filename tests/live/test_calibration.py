@@ -8,12 +8,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from live.sources import open_source
 
 from live.calibration import calibration_source, driving_crops
 from live.cli import main
 from live.framing import FramingConfig
 from live.pipeline import PreparedAvatar
+from live.sources import open_source
 from tests.conftest import Golden, shared_path
 
 # int8 frames vs the fp32 golden, in grey levels (tests/engines/test_contract.py's bounds).
