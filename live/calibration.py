@@ -51,9 +51,11 @@ def driving_crops(
             frame = source.read()
             if frame is None:
                 break
-            result = cropper(frame.image, frame.timestamp)
+            # Each crop gets a buffer of its own: calibration keeps them all (not per frame).
+            out = np.empty((resolution, resolution, 3), np.uint8)
+            result = cropper(frame.image, frame.timestamp, out)
             if result.image is not None:
-                crops.append(result.image.copy())  # the cropper reuses its buffers
+                crops.append(result.image)
             if len(crops) >= count:
                 break
     return crops

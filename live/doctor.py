@@ -142,7 +142,7 @@ def _requirement(backend: str, device: str) -> tuple[str, ...]:
 def backend_choice(checks: Sequence[Check], engine: EngineOptions, gpu: bool) -> Check:
     """Which backend the live run would start, from what loaded here (the order of
     :func:`engines.select.candidates`)."""
-    from engines.select import candidates, precheck
+    from engines.select import MEASURED_CPU, candidates, precheck
 
     ok = {c.key for c in checks if c.status == "ok"}
     name = f"--backend {engine.backend}"
@@ -151,11 +151,21 @@ def backend_choice(checks: Sequence[Check], engine: EngineOptions, gpu: bool) ->
         pairs = candidates(engine)
     except Exception as exc:
         return Check("Backends", name, "fail", probes.first_line(exc), None, "engine")
-    for backend, device in pairs:
-        attempt = precheck(backend, device, engine.precision)
+
+    def usable(backend: str, device: str) -> bool:
         missing = [key for key in _requirement(backend, device) if key not in ok]
-        if attempt is None and not missing:
+        return precheck(backend, device, engine.precision) is None and not missing
+
+    for backend, device in pairs:
+        if usable(backend, device):
             detail = f"would run {backend} on {device} ({engine.precision})"
+            raced = [b for b, d in pairs if d == "cpu" and b in MEASURED_CPU and usable(b, d)]
+            if engine.backend == "auto" and device == "cpu" and len(raced) > 1:
+                # auto times these once on this CPU and keeps the faster (engines.select).
+                detail = (
+                    f"would run the faster of {' and '.join(raced)} on cpu "
+                    f"({engine.precision}), timed once on this CPU and cached"
+                )
             if not_used:
                 detail += "; not usable: " + ", ".join(not_used)
             if gpu and not device.startswith("cuda"):

@@ -71,7 +71,8 @@ def test_int8_run_calibrates_on_first_use_only(
         args = [
             "--avatar", str(avatar), "--input", str(driving), "--output", str(out),
             "--checkpoint", str(tiny_golden.checkpoint), "--config", str(tiny_golden.config),
-            "--resolution", "64", "--no-crop", "--precision", "int8", *extra,
+            "--resolution", "64", "--no-crop", "--precision", "int8", "--no-watermark",
+            "--overwrite", *extra,
         ]  # fmt: skip
         assert main(args) == 0
         expected = np.round(tiny_golden.arrays["prediction"] * 255)

@@ -54,7 +54,9 @@ def test_real_run_here(
     assert lines["torch on cpu"].startswith("[ ok ]")
     assert lines["onnxruntime CPUExecutionProvider"] == "[ ok ] a tiny session ran on it"
     if not torch.cuda.is_available():
-        assert lines["--backend auto"].startswith("[ ok ] would run onnxruntime on cpu")
+        assert lines["--backend auto"].startswith(
+            "[ ok ] would run the faster of openvino and onnxruntime on cpu"
+        )
     if not V4L2_MODULE_LOADED:
         assert lines["virtual camera"].startswith("[FAIL] no v4l2loopback device")
         assert "virtual camera (needed): " in out and "sudo modprobe v4l2loopback" in out
