@@ -2,8 +2,9 @@
 
 ``python run_live.py --avatar A --input VIDEO --output FOLDER --backend B --precision P`` runs
 as a child process, exactly as a user types it (decode, face framing, engine, PNG writing).
-Its per-frame time is measured on the files it writes: the interval between the first and the
-last PNG's modification times divided by the frames in between, so start-up (model load,
+Its per-frame time is measured on the files it writes: the interval between the moments the
+first and the last PNG appeared (the folder is polled while it runs) divided by the frames in
+between, so start-up (model load,
 engine build, int8 calibration) is excluded and reported separately as the wall time. Each
 variant runs once untimed (to build its cached artifacts), then the variants run in turn,
 interleaved, ``rounds`` times, so a slow spell on a shared machine hits every variant alike.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -78,12 +80,33 @@ def command(setup: OfflineSetup, backend: str, precision: str, output: Path) -> 
     return args
 
 
-def _frame_ms(folder: Path) -> tuple[int, float | None]:
+#: How often the output folder is looked at while the command runs (frames are 100+ ms apart).
+POLL_S = 0.005
+
+
+def _watch(child: subprocess.Popen, folder: Path) -> dict[str, float]:
+    """When each frame PNG first appeared in ``folder`` (perf_counter seconds, by name), polled
+    until ``child`` exits. First appearance, not modification time: the command signs its PNGs
+    with Content Credentials after the last frame, which rewrites every file at the end."""
+    seen: dict[str, float] = {}
+    while True:
+        running = child.poll() is None
+        now = time.perf_counter()
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.name.endswith(".png") and not entry.name.startswith("."):
+                    seen.setdefault(entry.name, now)
+        if not running:
+            return seen
+        time.sleep(POLL_S)
+
+
+def _frame_ms(seen: dict[str, float]) -> tuple[int, float | None]:
     """Frames written and the mean interval between the first and last one, in ms."""
-    stamps = sorted(p.stat().st_mtime_ns for p in folder.glob("*.png"))
+    stamps = sorted(seen.values())
     if len(stamps) < 2:
         return len(stamps), None
-    return len(stamps), (stamps[-1] - stamps[0]) / 1e6 / (len(stamps) - 1)
+    return len(stamps), (stamps[-1] - stamps[0]) * 1000 / (len(stamps) - 1)
 
 
 def _selection(stderr: str) -> str | None:
@@ -101,31 +124,33 @@ def run_once(
     args = command(setup, backend, precision, output)
     start = snapshot(children=True)
     began = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-m", "run_live", *args],
-        cwd=ROOT if (ROOT / "run_live.py").is_file() else None,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    wall = time.perf_counter() - began
-    cpu = between(start, snapshot(children=True))
-    if done.returncode != 0:
-        tail = " | ".join(done.stderr.strip().splitlines()[-3:])
-        raise BenchmarkError(f"run_live.py {shlex.join(args)} failed ({done.returncode}): {tail}")
-    frames, frame_ms = _frame_ms(output)
-    for png in output.glob("*.png"):
-        png.unlink()
-    output.rmdir()
+    with tempfile.TemporaryFile("w+", dir=work) as errors:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "run_live", *args],
+            cwd=ROOT if (ROOT / "run_live.py").is_file() else None,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=errors,
+            text=True,
+        )
+        seen = _watch(child, output)
+        wall = time.perf_counter() - began
+        cpu = between(start, snapshot(children=True))
+        errors.seek(0)
+        stderr = errors.read()
+    if child.returncode != 0:
+        tail = " | ".join(stderr.strip().splitlines()[-3:])
+        raise BenchmarkError(f"run_live.py {shlex.join(args)} failed ({child.returncode}): {tail}")
+    frames, frame_ms = _frame_ms(seen)
+    shutil.rmtree(output)
     return {
         "wall_s": round(wall, 2),
         "frames": frames,
         "frame_ms": frame_ms,
         "cpu": cpu,
         "contended": is_contended(cpu),
-        "selection": _selection(done.stderr),
-        "stderr_tail": done.stderr.strip().splitlines()[-2:],
+        "selection": _selection(stderr),
+        "stderr_tail": stderr.strip().splitlines()[-2:],
     }
 
 
@@ -187,7 +212,8 @@ def measure_offline(setup: OfflineSetup, log: Callable[[str], None]) -> dict[str
         "video": str(setup.video),
         "avatar": str(setup.avatar),
         "rounds": setup.rounds,
-        "method": "per-frame time = (mtime of the last PNG - mtime of the first) / (frames - 1), "
+        "method": "per-frame time = (time the last PNG appeared - time the first appeared) / "
+        "(frames - 1), the output folder polled every 5 ms, "
         "median over interleaved rounds; the first run of each variant (engine build, int8 "
         "calibration) is untimed",
         "reference": f"{setup.variants[0][0]} {setup.variants[0][1]}",

@@ -28,6 +28,7 @@ from export.motion import MotionTransfer
 
 from .base import Engine, FrameResult, KeypointArrays
 from .errors import EngineError, EngineUnavailable
+from .frames import output_to_image
 from .options import TRANSPORTS, RemoteOptions
 from .serve.identity import ModelIdentity, io_from_json
 from .serve.protocol import (
@@ -273,7 +274,7 @@ class RemoteEngine(Engine):
         self.status = "closed"
 
     def set_avatar(self, avatar: np.ndarray) -> KeypointArrays:
-        image = _to_image(self._check_array(self.io.avatar, "avatar", avatar))
+        image = output_to_image(self._check_array(self.io.avatar, "avatar", avatar))
         self._motion = None
         result = self._call(self._send_avatar, image)
         self._avatar = image
@@ -302,7 +303,7 @@ class RemoteEngine(Engine):
         if not self._avatar_set:
             raise EngineError("call set_avatar() before animate()")
         checked = self._check_array(self.io.frame, "driving", driving)
-        image = _to_image(checked, self._input, self._scratch)
+        image = output_to_image(checked, self._input, self._scratch)
         return self._call(self._animate, image)
 
     def _animate(self, image: np.ndarray) -> FrameResult:
@@ -328,23 +329,6 @@ class RemoteEngine(Engine):
             prediction=prediction,
             driving=KeypointArrays(reply.parts["driving_kp"], reply.parts.get("driving_jacobian")),
         )
-
-
-def _to_image(
-    array: np.ndarray, out: np.ndarray | None = None, scratch: np.ndarray | None = None
-) -> np.ndarray:
-    """1 x 3 x H x W float32 in [0, 1] -> H x W x 3 uint8 (exact for images made by
-    :func:`engines.frames.image_to_input`), into ``out`` via the float buffer ``scratch``."""
-    hwc = array[0].transpose(1, 2, 0)
-    if scratch is None:
-        scratch = np.empty(hwc.shape, np.float32)
-    if out is None:
-        out = np.empty(hwc.shape, np.uint8)
-    np.multiply(hwc, np.float32(255), out=scratch)
-    np.clip(scratch, 0, 255, out=scratch)
-    np.rint(scratch, out=scratch)
-    out[...] = scratch
-    return out
 
 
 def connect(options: RemoteOptions) -> RemoteEngine:

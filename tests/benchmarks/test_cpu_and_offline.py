@@ -4,13 +4,16 @@ the int8 quality report."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from benchmarks import cpushare
+from benchmarks import cpushare, offline
 from benchmarks.cli import main
 from benchmarks.errors import BenchmarkError
 from benchmarks.offline import parse_variants
@@ -113,3 +116,21 @@ def test_offline_command_is_timed_from_outside(tiny_run: dict) -> None:
     assert row["command"].startswith("python run_live.py --avatar")
     assert row["cpu_runs"][0]["own_cores"] > 0
     assert "## The offline command (end to end)" in tiny_run["markdown"]
+
+
+def test_offline_frame_time_ignores_files_rewritten_at_the_end(tmp_path: Path) -> None:
+    # The command signs its PNGs after the last frame (rewriting each file): the frame time is
+    # when each PNG first appeared, not its modification time.
+    script = (
+        "import sys, time, pathlib\n"
+        "out = pathlib.Path(sys.argv[1])\n"
+        "for i in range(5):\n"
+        "    (out / f'{i:06d}.png').write_bytes(b'frame')\n"
+        "    time.sleep(0.08)\n"
+        "for i in range(5):\n"
+        "    (out / f'{i:06d}.png').write_bytes(b'signed frame')\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)])
+    frames, frame_ms = offline._frame_ms(offline._watch(child, tmp_path))
+    assert child.returncode == 0
+    assert frames == 5 and 60 <= frame_ms <= 200
