@@ -150,18 +150,26 @@ def test_found_in_a_two_second_clip_cut_from_a_recording(clip, tmp_path: Path) -
 # --- the command: offline outputs and verify ----------------------------------------------
 
 
+def _write_inputs(golden: Golden, folder: Path, frames: int) -> tuple[Path, Path]:
+    """The golden's avatar as a PNG and its first ``frames`` driving frames as a PNG folder."""
+
+    def png(path: Path, image: np.ndarray) -> None:
+        cv2.imwrite(str(path), np.round(image[..., ::-1] * 255).astype(np.uint8))
+
+    avatar = folder / "avatar.png"
+    png(avatar, golden.arrays["source"])
+    driving = folder / "driving"
+    driving.mkdir()
+    for i, frame in enumerate(golden.arrays["driving"][:frames]):
+        png(driving / f"{i}.png", frame)
+    return avatar, driving
+
+
 @pytest.fixture
 def tiny_run(tiny_golden: Golden, tmp_path: Path, monkeypatch):
     """Runs the command on the tiny golden (2 frames) with a fresh avatarcam home."""
     monkeypatch.setenv("AVATARCAM_HOME", str(tmp_path / "home"))
-    avatar = tmp_path / "avatar.png"
-    cv2.imwrite(
-        str(avatar), np.round(tiny_golden.arrays["source"][..., ::-1] * 255).astype(np.uint8)
-    )
-    driving = tmp_path / "driving"
-    driving.mkdir()
-    for i, frame in enumerate(tiny_golden.arrays["driving"][:2]):
-        cv2.imwrite(str(driving / f"{i}.png"), np.round(frame[..., ::-1] * 255).astype(np.uint8))
+    avatar, driving = _write_inputs(tiny_golden, tmp_path, frames=2)
 
     def run(output: Path, *extra: str) -> int:
         return main(
@@ -303,14 +311,7 @@ def test_recording_stopped_with_ctrl_c_is_signed(
     from live.app import run
     from live.options import CaptureOptions, ModelOptions, OutputOptions, RunOptions
 
-    avatar = tmp_path / "avatar.png"
-    cv2.imwrite(
-        str(avatar), np.round(tiny_golden.arrays["source"][..., ::-1] * 255).astype(np.uint8)
-    )
-    driving = tmp_path / "driving"
-    driving.mkdir()
-    for i, frame in enumerate(tiny_golden.arrays["driving"][:3]):
-        cv2.imwrite(str(driving / f"{i}.png"), np.round(frame[..., ::-1] * 255).astype(np.uint8))
+    avatar, driving = _write_inputs(tiny_golden, tmp_path, frames=3)
     video = tmp_path / "rec.mp4"
     options = RunOptions(
         avatar=avatar,
