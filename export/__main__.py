@@ -49,6 +49,11 @@ def parser() -> argparse.ArgumentParser:
         help="download a missing checkpoint without asking (see the README's catalog)",
     )
     p.add_argument(
+        "--allow-insecure-catalog",
+        action="store_true",
+        help="accept an $AVATARCAM_CATALOG fetched over plain http://",
+    )
+    p.add_argument(
         "--config",
         default=None,
         help="preset name (default vox-256) or the checkpoint's FOMM YAML config",
@@ -112,7 +117,12 @@ def _run(args: argparse.Namespace) -> int:
         from .tensorrt_build import import_tensorrt
 
         import_tensorrt()  # fail before a long export, with the install instructions
-    choice = obtain_checkpoint(args.checkpoint, args.config, download=args.download)
+    choice = obtain_checkpoint(
+        args.checkpoint,
+        args.config,
+        download=args.download,
+        allow_insecure_catalog=args.allow_insecure_catalog,
+    )
     checkpoint = choice.checkpoint
     config = load_config(choice.config, args.resolution)
     model = load_model(checkpoint, config)

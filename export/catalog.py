@@ -9,6 +9,10 @@ http(s) URL) with the same fields, e.g. an organisation's own mirror or a test s
                       "licence": "MIT", "urls": ["https://mirror.example/vox-adv-cpk.pth.tar"]}]}
 
 A relative URL (or ``config`` YAML file name) is resolved against the catalog's own location.
+Every entry saves its own file name, and every file it names has a hash (``config_sha256`` for
+a YAML config). A catalog fetched over plain ``http://`` is refused unless the user allows it
+(``--allow-insecure-catalog``): it names the hashes, so whoever can alter it picks the files. The
+files it lists may be plain ``http://``, since each is verified against its hash.
 ``AVATARCAM_MIRROR`` (a base URL) is tried first for every file: ``<mirror>/<file>``.
 
 Provenance of the built-in facts (gathered without network access to the mirrors):
@@ -19,7 +23,8 @@ Provenance of the built-in facts (gathered without network access to the mirrors
   download itself verifies them, and refuses a file that does not match.
 - ``vox-cpk.pth.tar``: size and sha256 from issue 10 (not verified here); the only direct link
   found is a third-party Dropbox copy used by a public set-up script (not verified here).
-- avatarify's repackaged ``vox-adv-cpk.pth.tar`` (228 MB, only the parts needed for inference):
+- avatarify's repackaged ``vox-adv-cpk.pth.tar`` (228 MB, only the parts needed for inference),
+  saved as ``vox-adv-cpk-avatarify.pth.tar`` so that it never takes the official file's place:
   URLs and md5 ``8a45a24037871c045fbb8a6a8aa95ebc`` from avatarify's ``scripts/download_data.sh``
   (verified in its source); its exact byte size and sha256 are not published, so it is checked
   by md5. Its CC BY-NC 4.0 licence is as stated in issue 10 (not verified here).
@@ -108,7 +113,7 @@ BUILTIN: tuple[CatalogEntry, ...] = (
     ),
     CatalogEntry(
         name="vox-adv-256-avatarify",
-        file="vox-adv-cpk.pth.tar",
+        file="vox-adv-cpk-avatarify.pth.tar",  # its own name: another licence than vox-adv-256
         size=None,
         sha256=None,
         md5="8a45a24037871c045fbb8a6a8aa95ebc",
@@ -140,6 +145,16 @@ def _entry_from_json(item: Any, where: str) -> CatalogEntry:
         raise CheckpointError(f"Catalog {where}: {item['name']}: md5 is not 32 hex digits.")
     if sha256 is None and md5 is None:
         raise CheckpointError(f"Catalog {where}: {item['name']}: give a sha256 (or an md5).")
+    config_sha256 = item.get("config_sha256")
+    if str(item["config"]).lower().endswith((".yaml", ".yml")) and config_sha256 is None:
+        raise CheckpointError(
+            f"Catalog {where}: {item['name']}: config {item['config']} is a file to download, "
+            "so the entry needs its config_sha256 (sha256sum of the YAML)."
+        )
+    if config_sha256 is not None and not _HEX64.match(str(config_sha256).lower()):
+        raise CheckpointError(
+            f"Catalog {where}: {item['name']}: config_sha256 is not 64 hex digits."
+        )
     urls = item["urls"]
     if isinstance(urls, str):
         urls = [urls]
@@ -153,7 +168,7 @@ def _entry_from_json(item: Any, where: str) -> CatalogEntry:
         sha256=str(sha256).lower() if sha256 else None,
         md5=str(md5).lower() if md5 else None,
         config=str(item["config"]),
-        config_sha256=item.get("config_sha256"),
+        config_sha256=str(config_sha256).lower() if config_sha256 else None,
         licence=str(item.get("licence", "not stated")),
         urls=tuple(urllib.parse.urljoin(where, str(u)) for u in urls),
         note=str(item.get("note", "")),
@@ -161,8 +176,30 @@ def _entry_from_json(item: Any, where: str) -> CatalogEntry:
     )
 
 
-def _read_catalog(spec: str) -> tuple[CatalogEntry, ...]:
-    is_url = urllib.parse.urlsplit(spec).scheme in ("http", "https", "file")
+def _check_unique(entries: tuple[CatalogEntry, ...], where: str) -> tuple[CatalogEntry, ...]:
+    """``entries``, when no two share a name or a file name (CheckpointError otherwise)."""
+    for attribute in ("name", "file"):
+        seen: dict[str, str] = {}
+        for entry in entries:
+            key = getattr(entry, attribute).lower()
+            if key in seen:
+                raise CheckpointError(
+                    f"Catalog {where}: entries {seen[key]} and {entry.name} share the {attribute} "
+                    f"{getattr(entry, attribute)!r}; give each entry its own {attribute}."
+                )
+            seen[key] = entry.name
+    return entries
+
+
+def _read_catalog(spec: str, allow_insecure: bool) -> tuple[CatalogEntry, ...]:
+    scheme = urllib.parse.urlsplit(spec).scheme
+    if scheme == "http" and not allow_insecure:
+        raise CheckpointError(
+            f"The checkpoint catalog {spec} (from ${CATALOG_ENV}) is plain http://: anyone on "
+            "the way could change the hashes it names, and with them the files. Use an https:// "
+            "URL or a local file, or pass --allow-insecure-catalog if this network is yours."
+        )
+    is_url = scheme in ("http", "https", "file")
     try:
         if is_url:
             with urllib.request.urlopen(spec, timeout=30) as response:
@@ -183,13 +220,16 @@ def _read_catalog(spec: str) -> tuple[CatalogEntry, ...]:
         raise CheckpointError(
             f"Catalog {spec}: expected a JSON object with a non-empty 'checkpoints' list."
         )
-    return tuple(_entry_from_json(item, where) for item in items)
+    return _check_unique(tuple(_entry_from_json(item, where) for item in items), spec)
 
 
-def load_catalog() -> tuple[CatalogEntry, ...]:
-    """The active catalog: ``$AVATARCAM_CATALOG`` when set, else the built-in one."""
+def load_catalog(allow_insecure: bool = False) -> tuple[CatalogEntry, ...]:
+    """The active catalog: ``$AVATARCAM_CATALOG`` when set, else the built-in one.
+
+    ``allow_insecure`` accepts a catalog fetched over plain http:// (``--allow-insecure-catalog``).
+    """
     spec = os.environ.get(CATALOG_ENV)
-    return _read_catalog(spec) if spec else BUILTIN
+    return _read_catalog(spec, allow_insecure) if spec else BUILTIN
 
 
 def mirror_urls(entry: CatalogEntry, name: str | None = None) -> list[str]:

@@ -209,7 +209,8 @@ def _fetch(url: str, part: Path, expected: Expected, bar: ProgressBar) -> None:
             raise _Retry
 
 
-def _digests(path: Path) -> tuple[str, str]:
+def digests(path: Path) -> tuple[str, str]:
+    """The sha256 and md5 of ``path`` (hex)."""
     sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
     with path.open("rb") as f:
         while chunk := f.read(CHUNK):
@@ -225,7 +226,7 @@ def _verify(part: Path, expected: Expected, url: str) -> str | None:
     if expected.size is not None and size != expected.size:
         problem = f"it has {size:,} bytes, expected {expected.size:,}"
     else:
-        sha256, md5 = _digests(part)
+        sha256, md5 = digests(part)
         if expected.sha256 and sha256 != expected.sha256.lower():
             problem = f"its sha256 is {sha256}, expected {expected.sha256}"
         elif expected.md5 and md5 != expected.md5.lower():

@@ -2,9 +2,12 @@
 
 Order: ``--checkpoint-url`` (with its sha256), then ``--checkpoint`` (a file, or a catalog name
 such as ``vox-adv-256``), then a known checkpoint already in ``./checkpoints`` or
-``<home>/checkpoints``. When none is found: on a terminal the user is asked once (name, size,
-licence, destination); ``--download`` downloads without asking; otherwise the manual steps are
-printed and the run stops (exit status 2).
+``<home>/checkpoints``. A file on disk counts as a catalog entry only when its size and hash
+match it (see :mod:`export.local_files`), and the licence reported is that entry's; a file of
+another content is never overwritten. When none is found: on a terminal the user is asked once
+(name, size, licence, destination); ``--download`` downloads without asking; otherwise the
+manual steps are printed and the run stops (exit status 2). ``--checkpoint-url`` files go to
+their own folder (named by their sha256), never over a catalog file.
 """
 
 from __future__ import annotations
@@ -28,8 +31,9 @@ from .catalog import (
 )
 from .checkpoint import DEFAULT_CHECKPOINT_NAMES, default_checkpoint_dir
 from .config import DEFAULT_PRESET
-from .download import DownloadError, Expected, download
+from .download import DownloadError, Expected, digests, download
 from .errors import CheckpointError
+from .local_files import identify, is_entry, remember
 
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 
@@ -49,14 +53,48 @@ def _folders() -> tuple[Path, ...]:
 
 
 def _find_local(catalog: tuple[CatalogEntry, ...]) -> tuple[Path, CatalogEntry | None] | None:
+    """The first known checkpoint file in the checkpoint folders, and the entry it is (by size
+    and hash, not by name: an older version saved avatarify's file under the official name)."""
     names = [entry.file for entry in catalog] + list(DEFAULT_CHECKPOINT_NAMES)
     for folder in _folders():
         for name in dict.fromkeys(names):
             path = folder / name
-            if path.is_file():
-                entry = next((e for e in catalog if e.file == name), None)
-                return path, entry
+            if not path.is_file():
+                continue
+            entry = identify(path, catalog)
+            named = next((e for e in catalog if e.file == name), None)
+            if entry is None and named is not None:
+                raise CheckpointError(
+                    f"{path} has the name of the catalog's {named.name} but is not that file "
+                    f"({path.stat().st_size:,} bytes, expected {named.describe_size()}, or its "
+                    "hash differs). Move it away to download the real one, or pass --checkpoint "
+                    f"{path} to use it as your own checkpoint."
+                )
+            return path, entry
     return None
+
+
+def _usable(entry: CatalogEntry, dest: Path) -> bool:
+    """True when ``dest`` is ``entry``'s file; False when it is missing; CheckpointError when
+    something else has its name (never overwritten)."""
+    if not dest.is_file():
+        return False
+    if is_entry(dest, entry):
+        return True
+    raise CheckpointError(
+        f"{dest} is not the file of the catalog's {entry.name} ({dest.stat().st_size:,} bytes, "
+        f"expected {entry.describe_size()}, or its hash differs), and it is not overwritten. Move "
+        f"it away and run again to download {entry.name}, or pass --checkpoint {dest} to use it "
+        "as your own checkpoint."
+    )
+
+
+def _announce(path: Path, entry: CatalogEntry | None, stream: TextIO) -> None:
+    """Say which checkpoint a run uses, and under which licence."""
+    if entry is None:
+        stream.write(f"checkpoint: {path} (not in the catalog: licence not known)\n")
+    else:
+        stream.write(f"checkpoint: {path} ({entry.name}; licence: {entry.licence})\n")
 
 
 def _entry_config(entry: CatalogEntry, folder: Path) -> str:
@@ -94,6 +132,7 @@ def fetch_entry(entry: CatalogEntry, stream: TextIO | None = None) -> Path:
     expected = Expected(size=entry.size, sha256=entry.sha256, md5=entry.md5)
     try:
         download(mirror_urls(entry), dest, expected, label=entry.file, stream=stream)
+        remember(dest, entry.sha256, entry.md5)
         if entry.config_is_file:
             config = Path(_entry_config(entry, folder))
             download(
@@ -109,7 +148,12 @@ def fetch_entry(entry: CatalogEntry, stream: TextIO | None = None) -> Path:
     return dest
 
 
+URL_FOLDER = "from-url"  # --checkpoint-url files: <checkpoints>/from-url/<sha256[:16]>/NAME
+
+
 def _from_url(url: str, sha256: str | None, config: str | None, stream: TextIO) -> Path:
+    """Download ``url`` into a folder named by its sha256, so that it never replaces a catalog
+    file (nor another URL's file of the same name)."""
     if not sha256 or not _HEX64.match(sha256):
         raise CheckpointError(
             "--checkpoint-url needs --checkpoint-sha256 HEX (the 64 hex digits of the file's "
@@ -119,18 +163,29 @@ def _from_url(url: str, sha256: str | None, config: str | None, stream: TextIO) 
     parsed = urllib.parse.urlsplit(url)
     if parsed.scheme not in ("http", "https", "file"):
         raise CheckpointError(f"--checkpoint-url {url}: expected an http:// or https:// URL.")
+    sha256 = sha256.lower()
     name = Path(urllib.parse.unquote(parsed.path)).name or "checkpoint.pth.tar"
-    dest = default_checkpoint_dir() / name
-    expected = Expected(size=None, sha256=sha256.lower())
+    dest = default_checkpoint_dir() / URL_FOLDER / sha256[:16] / name
     if dest.is_file():
-        from .download import _digests
-
-        if _digests(dest)[0] == expected.sha256:
+        if digests(dest)[0] == sha256:
             return dest
-        stream.write(f"{dest} exists but does not match --checkpoint-sha256: downloading again\n")
+        raise CheckpointError(
+            f"{dest} exists but does not match --checkpoint-sha256, and it is not overwritten: "
+            "move it away and run again."
+        )
     stream.write(f"downloading {url}\n  saved to: {dest}\n")
-    download([url], dest, expected, label=name, stream=stream)
+    download([url], dest, Expected(size=None, sha256=sha256), label=name, stream=stream)
     return dest
+
+
+def _not_in_catalog(name: Path, catalog: tuple[CatalogEntry, ...]) -> CheckpointError:
+    names = ", ".join(catalog_names(catalog))
+    where = f" (from ${CATALOG_ENV})" if any(e.base for e in catalog) else ""
+    return CheckpointError(
+        f"--checkpoint {name}: there is no such file, and {name} is not a name in the checkpoint "
+        f"catalog{where}. The catalog has: {names}. Pass one of those names (with --download to "
+        "fetch it), or the path of a checkpoint file."
+    )
 
 
 def obtain_checkpoint(
@@ -140,17 +195,20 @@ def obtain_checkpoint(
     download: bool = False,
     url: str | None = None,
     sha256: str | None = None,
+    allow_insecure_catalog: bool = False,
     interactive: bool | None = None,
     ask: Callable[[str], str] = input,
     stream: TextIO | None = None,
 ) -> CheckpointChoice:
     """Find (or download) the checkpoint; ``config`` None means the checkpoint's own config.
 
-    ``interactive`` None means: ask when stdin and stderr are terminals.
+    ``interactive`` None means: ask when stdin and stderr are terminals. The checkpoint used
+    and its licence are written to ``stream``.
     """
     stream = stream or sys.stderr
     if url is not None:
         path = _from_url(url, sha256, config, stream)
+        _announce(path, None, stream)
         return CheckpointChoice(path, config or DEFAULT_PRESET, downloaded=True)
     if sha256 is not None:
         raise CheckpointError(
@@ -160,25 +218,31 @@ def obtain_checkpoint(
         checkpoint.exists() or str(checkpoint).endswith((".tar", ".pth", ".pt"))
     ):
         return CheckpointChoice(checkpoint, config or DEFAULT_PRESET)  # no catalog needed
-    catalog = load_catalog()
+    catalog = load_catalog(allow_insecure_catalog)
     if checkpoint is not None:
         entry = find_entry(str(checkpoint), catalog)
         if entry is None:
-            return CheckpointChoice(checkpoint, config or DEFAULT_PRESET)  # loading explains
+            raise _not_in_catalog(checkpoint, catalog)
         dest = default_checkpoint_dir() / entry.file
-        if not dest.is_file():
-            _confirm(entry, dest, download, interactive, ask, stream, asked_for=True)
+        downloaded = not _usable(entry, dest)
+        if downloaded:
+            _confirm(entry, dest, download, interactive, ask, stream, catalog, asked_for=True)
             fetch_entry(entry, stream)
-        return CheckpointChoice(dest, config or _entry_config(entry, dest.parent), entry)
+        _announce(dest, entry, stream)
+        chosen = config or _entry_config(entry, dest.parent)
+        return CheckpointChoice(dest, chosen, entry, downloaded)
     found = _find_local(catalog)
     if found is not None:
         path, entry = found
         chosen = config or (_entry_config(entry, path.parent) if entry else DEFAULT_PRESET)
+        _announce(path, entry, stream)
         return CheckpointChoice(path, chosen, entry)
     entry = default_entry(config, catalog)
     dest = default_checkpoint_dir() / entry.file
-    _confirm(entry, dest, download, interactive, ask, stream, asked_for=False)
+    _usable(entry, dest)  # refuses to overwrite a different file of that name
+    _confirm(entry, dest, download, interactive, ask, stream, catalog, asked_for=False)
     fetch_entry(entry, stream)
+    _announce(dest, entry, stream)
     return CheckpointChoice(dest, config or _entry_config(entry, dest.parent), entry, True)
 
 
@@ -189,6 +253,7 @@ def _confirm(
     interactive: bool | None,
     ask: Callable[[str], str],
     stream: TextIO,
+    catalog: tuple[CatalogEntry, ...],
     asked_for: bool,
 ) -> None:
     """Return when the download may go ahead; raise CheckpointError otherwise."""
@@ -217,7 +282,7 @@ def _confirm(
             "Not downloaded. Run again with --download to fetch it without asking.\n"
             + manual_steps(entry)
         )
-    others = ", ".join(n for n in catalog_names() if n != entry.name)
+    others = ", ".join(n for n in catalog_names(catalog) if n != entry.name)
     choice = f"  (or another one: --checkpoint NAME, with NAME one of {others})\n" if others else ""
     raise CheckpointError(
         f"{lead}\nRun again with --download to fetch {_describe(entry, dest)}\n{choice}"

@@ -340,6 +340,7 @@ def _model(options: RunOptions) -> tuple[Path, ModelConfig]:
         download=model.download,
         url=model.checkpoint_url,
         sha256=model.checkpoint_sha256,
+        allow_insecure_catalog=model.allow_insecure_catalog,
     )
     return Path(choice.checkpoint), load_config(choice.config, model.resolution)
 

@@ -331,6 +331,12 @@ def _add_download_and_recording_flags(
         metavar="HEX",
         help="sha256 the --checkpoint-url download must have",
     )
+    model.add_argument(
+        "--allow-insecure-catalog",
+        action="store_true",
+        help="accept an $AVATARCAM_CATALOG fetched over plain http:// (it names the hashes the "
+        "downloads are checked against; by default only https:// or a local file)",
+    )
 
 
 def _flag_problems(args: argparse.Namespace) -> list[str]:
@@ -477,6 +483,7 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
             download=args.download,
             checkpoint_url=args.checkpoint_url,
             checkpoint_sha256=args.checkpoint_sha256,
+            allow_insecure_catalog=args.allow_insecure_catalog,
         ),
         engine=_engine_options(args),
         motion=MotionOptions(relative=args.relative, adapt_scale=args.adapt_scale),

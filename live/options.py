@@ -30,6 +30,7 @@ class ModelOptions:
     download: bool = False  # download a missing checkpoint without asking
     checkpoint_url: str | None = None  # download the checkpoint from this URL ...
     checkpoint_sha256: str | None = None  # ... verified against this sha256 (required with it)
+    allow_insecure_catalog: bool = False  # accept a $AVATARCAM_CATALOG fetched over http://
 
 
 @dataclass(frozen=True)

@@ -44,9 +44,11 @@ def test_checkpoint_url_downloads_and_runs(file_server: FileServer, fresh, capsy
     args = [*_base(avatar, driving, Path("out")), "--config", str(golden.config)]
     args += ["--resolution", "64", "--checkpoint-url", url, "--checkpoint-sha256", sha]
     assert main(args) == 0
-    assert (home / "checkpoints" / "tiny64.pth.tar").read_bytes() == golden.checkpoint.read_bytes()
+    saved = home / "checkpoints" / "from-url" / sha[:16] / "tiny64.pth.tar"
+    assert saved.read_bytes() == golden.checkpoint.read_bytes()
     assert len(list(Path("out").iterdir())) == 3
-    assert "downloading" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "downloading" in err and "licence not known" in err
 
 
 def test_checkpoint_url_with_wrong_sha256_leaves_nothing(
@@ -59,7 +61,7 @@ def test_checkpoint_url_with_wrong_sha256_leaves_nothing(
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "does not match" in err and "deleted" in err
-    assert list((home / "checkpoints").iterdir()) == []
+    assert [p for p in (home / "checkpoints").rglob("*") if p.is_file()] == []
     assert not Path("out").exists()
 
 
