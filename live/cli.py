@@ -425,6 +425,12 @@ def _add_marking_flags(parser: argparse.ArgumentParser) -> None:
     marking.add_argument(
         "--c2pa-key", type=Path, metavar="PEM", help="PEM private key of --c2pa-cert"
     )
+    marking.add_argument(
+        "--c2pa-signer-name",
+        metavar="NAME",
+        help="name to put in the certificate avatarcam generates (it is embedded in every "
+        "signed file; default: no name, user or host at all)",
+    )
 
 
 def _marking_options(args: argparse.Namespace) -> MarkingOptions:
@@ -433,6 +439,7 @@ def _marking_options(args: argparse.Namespace) -> MarkingOptions:
         label=args.label,
         c2pa_cert=args.c2pa_cert,
         c2pa_key=args.c2pa_key,
+        c2pa_signer_name=args.c2pa_signer_name,
     )
 
 

@@ -14,18 +14,23 @@ root CA, and the end-entity signing certificate it issued with the key usages C2
 (digitalSignature, emailProtection; C2PA rejects self-signed end-entity certificates). Such a
 manifest is cryptographically *valid* (the file has not been changed since it was signed,
 by whoever holds that key) but not *trusted*: nothing ties the key to a person or company.
+
+The generated certificates name no one: their subject is "avatarcam self-issued signer" (and
+"... root"), with no user, host or other identifying field, since the certificate is embedded
+in every file it signs. ``--c2pa-signer-name NAME`` puts NAME in the common name instead, for
+users who want their files to say who made them. A generated certificate from an older version
+(which named ``user@host``), or one whose name differs from what is asked for now, is replaced
+on the next run, with a message; the old pair is kept beside it.
 """
 
 from __future__ import annotations
 
 import datetime
-import getpass
 import hashlib
 import json
 import logging
 import os
 import shutil
-import socket
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -52,6 +57,9 @@ KEY_FILE = "c2pa-key.pem"
 CERT_FILE = "c2pa-cert.pem"
 #: Lifetime of a self-generated certificate.
 CERT_DAYS = 3650
+#: Common name of a generated signing certificate when the user gives none (identifies nobody).
+ANONYMOUS_SIGNER = "avatarcam self-issued signer"
+ORGANIZATION = "avatarcam (self-generated)"
 
 
 class CredentialsError(InputError):
@@ -74,18 +82,24 @@ def _c2pa():
     return c2pa
 
 
-def _generate(folder: Path) -> None:
-    """Write a new ES256 key and a local-root + signer certificate chain into ``folder``."""
+def _signer_common_name(signer_name: str | None) -> str:
+    return signer_name if signer_name else ANONYMOUS_SIGNER
+
+
+def _generate(folder: Path, signer_name: str | None = None) -> None:
+    """Write a new ES256 key and a local-root + signer certificate chain into ``folder``; the
+    certificates name ``signer_name`` when given, else no one."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
     now = datetime.datetime.now(datetime.timezone.utc)
-    owner = f"{getpass.getuser()}@{socket.gethostname()}"
-    org = x509.NameAttribute(NameOID.ORGANIZATION_NAME, "avatarcam (self-generated)")
-    root_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"avatarcam root {owner}"), org])
-    signer_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"avatarcam {owner}"), org])
+    org = x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANIZATION)
+    common = _signer_common_name(signer_name)
+    root_common = "avatarcam self-issued root" if not signer_name else f"{signer_name} (root)"
+    root_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, root_common), org])
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common), org])
     root_key = ec.generate_private_key(ec.SECP256R1())
     signer_key = ec.generate_private_key(ec.SECP256R1())
 
@@ -121,7 +135,7 @@ def _generate(folder: Path) -> None:
         .sign(root_key, hashes.SHA256())
     )
     signer = (
-        builder(signer_name, signer_key)
+        builder(subject, signer_key)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(usage(sign=True), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), False)
@@ -145,26 +159,66 @@ def _generate(folder: Path) -> None:
     (folder / CERT_FILE).write_bytes(signer.public_bytes(pem) + root.public_bytes(pem))
 
 
-def own_identity(folder: Path | None = None) -> tuple[Path, Path]:
-    """The self-generated (certificate chain, key) files, made on first use."""
+def _common_name(cert: Path) -> str | None:
+    """The common name of the first certificate in ``cert``, or None when unreadable."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    try:
+        first = x509.load_pem_x509_certificates(cert.read_bytes())[0]
+        names = first.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    except (OSError, ValueError, IndexError):
+        return None
+    return str(names[0].value) if names else ""
+
+
+def _make(folder: Path, signer_name: str | None) -> None:
+    """Generate a pair in a staging folder and move it to ``folder`` (which must not exist)."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".credentials-", dir=folder.parent))
+    try:
+        _generate(staging, signer_name)
+        # Key and certificate appear together or not at all; when another process got
+        # there first, its pair is kept.
+        try:
+            os.replace(staging, folder)
+        except OSError:
+            if not folder.is_dir():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _retire(folder: Path, found: str | None, wanted: str) -> None:
+    """Move an old generated pair aside (kept, not deleted), saying why."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    aside = folder.with_name(f"{folder.name}-replaced-{stamp}")
+    os.replace(folder, aside)
+    log.warning(
+        "replaced the generated Content Credentials certificate in %s: it named %r, and that "
+        "name is embedded in every file it signs; the new one names %r (--c2pa-signer-name "
+        "sets it). The old key and certificate are kept in %s: delete them when no longer "
+        "needed.",
+        folder,
+        found,
+        wanted,
+        aside,
+    )
+
+
+def own_identity(folder: Path | None = None, signer_name: str | None = None) -> tuple[Path, Path]:
+    """The self-generated (certificate chain, key) files, made on first use; a pair whose
+    common name is not the one asked for (``signer_name``, else no one) is replaced."""
     folder = folder or credentials_dir()
     cert, key = folder / CERT_FILE, folder / KEY_FILE
-    if cert.is_file() and key.is_file():
-        return cert, key
+    wanted = _signer_common_name(signer_name)
     try:
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".credentials-", dir=folder.parent))
-        try:
-            _generate(staging)
-            # Key and certificate appear together or not at all; when another process got
-            # there first, its pair is kept.
-            try:
-                os.replace(staging, folder)
-            except OSError:
-                if not folder.is_dir():
-                    raise
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+        if cert.is_file() and key.is_file():
+            found = _common_name(cert)
+            if found == wanted:
+                return cert, key
+            _retire(folder, found, wanted)
+        _make(folder, signer_name)
     except OSError as exc:
         raise CredentialsError(
             f"Could not create the Content Credentials key in {folder} ({exc}). Set "
@@ -231,7 +285,7 @@ class ContentCredentials:
                 if not path.is_file():
                     raise SettingError(f"{flag} {path} is not a file. Pass a PEM file.")
         else:
-            cert_path, key_path = own_identity()
+            cert_path, key_path = own_identity(signer_name=marking.c2pa_signer_name)
         self._cert, self._key = cert_path.read_bytes(), key_path.read_bytes()
         self._alg = _algorithm(self._cert, self._key, cert_path, key_path)
         self.cert_path = cert_path  # the certificate chain signing the files
@@ -337,9 +391,33 @@ class ContentCredentials:
         return signed
 
 
+def _codes(results: object) -> dict[str, list[str]]:
+    """c2pa's validation codes of the active manifest, by kind (success, informational,
+    failure)."""
+    active = results.get("activeManifest", {}) if isinstance(results, dict) else {}
+    return {
+        kind: [str(item.get("code")) for item in active.get(kind, []) if isinstance(item, dict)]
+        for kind in ("success", "informational", "failure")
+    }
+
+
+def trust(state: str, codes: dict[str, list[str]]) -> str:
+    """What a manifest's validation means for who signed it: "trusted" (the signing
+    certificate chains to an authority the verifier trusts), "untrusted" (a valid signature
+    by a certificate nobody vouches for, e.g. a self-issued one: its names prove nothing), or
+    "invalid"."""
+    other_failures = [c for c in codes.get("failure", []) if c != "signingCredential.untrusted"]
+    if state == "Invalid" or other_failures:
+        return "invalid"
+    if state == "Trusted" or "signingCredential.trusted" in codes.get("success", []):
+        return "trusted"
+    return "untrusted"
+
+
 def read_manifest(path: Path) -> dict | None:
-    """The active C2PA manifest of ``path`` with its validation state, or None when it has
-    none. Raises CredentialsError when c2pa cannot parse the file's manifest."""
+    """The active C2PA manifest of ``path`` with its validation state, c2pa's validation
+    codes and what they mean for trust (:func:`trust`), or None when it has none. Raises
+    CredentialsError when c2pa cannot parse the file's manifest."""
     c2pa = _c2pa()
     try:
         reader = c2pa.Reader.try_create(str(path))
@@ -347,10 +425,12 @@ def read_manifest(path: Path) -> dict | None:
         text = str(exc)
         if "NotSupported" in type(exc).__name__ or "not supported" in text.lower():
             return None
-        return {"state": "Invalid", "error": text}
+        return {"state": "Invalid", "trust": "invalid", "error": text}
     if reader is None:
         return None
     with reader:
         store = json.loads(reader.json())
         manifest = store.get("manifests", {}).get(store.get("active_manifest"), {})
-        return {"state": reader.get_validation_state(), "manifest": manifest}
+        state = reader.get_validation_state()
+        codes = _codes(reader.get_validation_results())
+        return {"state": state, "trust": trust(state, codes), "codes": codes, "manifest": manifest}

@@ -34,6 +34,7 @@ class MarkingOptions:
     label: str | None = None  # visible text in the bottom-left corner; None: no label
     c2pa_cert: Path | None = None  # PEM certificate chain for Content Credentials; None: own
     c2pa_key: Path | None = None  # PEM private key matching c2pa_cert
+    c2pa_signer_name: str | None = None  # name in the generated certificate; None: no one
 
     def __post_init__(self) -> None:
         if self.label is not None:
@@ -43,6 +44,17 @@ class MarkingOptions:
                     f"--label {self.label!r} is not usable: expected 1 to {MAX_LABEL_CHARS} "
                     "printable characters on one line, e.g. --label 'AI-generated'."
                 )
+        name = self.c2pa_signer_name
+        if name is not None and (not name.strip() or len(name) > 64 or not name.isprintable()):
+            raise SettingError(
+                f"--c2pa-signer-name {name!r} is not usable: expected 1 to 64 printable "
+                "characters, e.g. --c2pa-signer-name 'Jane Doe'."
+            )
+        if name is not None and self.c2pa_cert is not None:
+            raise SettingError(
+                "--c2pa-signer-name names avatarcam's generated certificate; with --c2pa-cert "
+                "the name is the one in your certificate. Pass one or the other."
+            )
         if (self.c2pa_cert is None) != (self.c2pa_key is None):
             raise SettingError(
                 "--c2pa-cert and --c2pa-key go together: pass both (a PEM certificate chain "

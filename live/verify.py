@@ -112,7 +112,15 @@ def _describe_c2pa(c2pa: dict | None) -> str:
     if "manifest" not in c2pa:
         return f"Content Credentials: {c2pa['state']} ({c2pa.get('error', '')})"
     manifest = c2pa["manifest"]
-    parts = [f"Content Credentials: {c2pa['state'].lower()}"]
+    verdict = {
+        "trusted": "valid signature, trusted signer",
+        "untrusted": "valid signature, signer not trusted (self-issued certificate, or one from "
+        "an authority this verifier does not trust: the names in it prove nothing)",
+    }.get(
+        c2pa.get("trust", ""),
+        "invalid (" + ", ".join(c2pa.get("codes", {}).get("failure", [])) + ")",
+    )
+    parts = [f"Content Credentials: {verdict}"]
     for assertion in manifest.get("assertions", []):
         if assertion.get("label", "").startswith("c2pa.actions"):
             for action in assertion.get("data", {}).get("actions", []):
@@ -122,8 +130,9 @@ def _describe_c2pa(c2pa: dict | None) -> str:
                 parts.append(f"{action.get('action')} ({source or 'no source type'}) by {agent}")
     signature = manifest.get("signature_info", {})
     if signature:
+        who = "signed by" if c2pa.get("trust") == "trusted" else "its certificate says"
         parts.append(
-            f"signed by {signature.get('common_name', '?')!r} ({signature.get('issuer', '?')})"
+            f"{who} {signature.get('common_name', '?')!r} ({signature.get('issuer', '?')})"
         )
     return ", ".join(parts)
 
