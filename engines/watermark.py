@@ -15,8 +15,11 @@ a small spread-spectrum watermark instead:
   the attacks below. The inverse DCT of those signs, scaled to 2.2 grey levels RMS and rounded,
   is the pattern (for other model resolutions it is resized, keeping its RMS).
 * **Payload.** The key is derived from the payload: ``sha256("avatarcam-watermark/v{N}")``. A
-  frame either carries the pattern of format version N (it was made by avatarcam, format N) or
-  it does not: a "zero-bit" watermark, which needs far less signal than coding bits.
+  frame either carries the pattern of format version N or it does not: a "zero-bit"
+  watermark, which needs far less signal than coding bits. The key is public (it is in this
+  file), so the mark is a *public disclosure mark*: anyone can add it to any image, or subtract
+  it exactly from a marked one. A detection means "carries avatarcam's public disclosure
+  mark", not "made by avatarcam".
 * **Embedding** adds the same integer pattern to R, G and B (so only luma changes), with uint8
   saturation: two saturating adds on a precomputed pattern, about 0.02 ms per 256x256 frame on
   one core, PSNR about 41 dB against the unmarked frame. Where frames are still on a GPU
@@ -25,13 +28,19 @@ a small spread-spectrum watermark instead:
   (the frame as is, scaled; a square letterboxed into a wider or taller frame; a square
   cropped to fill one), takes the DCT of every tile that lies fully inside the picture and
   counts the coefficients whose sign agrees with the key: ``z = (agree - disagree) / sqrt(n)``.
-  Under the null hypothesis (a frame that does not carry this key's pattern) each sign agrees
-  with probability 1/2 independently of the image, so ``z`` is a normalised binomial, close to
-  a standard normal for the n >= 2000 coefficients used (4 tiles or more). The decision
-  threshold 6.0 gives a false-positive probability per layout of ``P(Z > 6) = 1e-9``
-  (Gaussian approximation), 3e-9 per frame over the three layouts tried (Bonferroni). The
-  sign detector is robust to the heavy-tailed DCT statistics of images: no single strong
-  coefficient can dominate ``z``.
+  Under the null hypothesis (media nobody marked with this key on purpose) each sign agrees
+  with probability 1/2 independently of the image and of the others, as the key's signs are
+  independent fair coins, so Hoeffding's inequality bounds one hypothesis exactly, without a
+  Gaussian approximation: ``P(z >= t) <= exp(-t**2 / 2)``. The sign detector is robust to the
+  heavy-tailed DCT statistics of images: no single strong coefficient can dominate ``z``.
+* **Search.** Sharing shifts, mirrors and crops frames. For each layout, the picture is also
+  tried mirrored, and (full layout) as the middle 95 % and 90 % of a larger frame; for each of
+  these a phase correlation (one FFT) with the pattern finds the best of the 64 x 64 offsets
+  around the expected position, where ``z`` is then computed as above. ``z`` reported is the
+  largest of the scores computed, each a score of one of ``HYPOTHESES`` hypotheses (layouts x
+  scales x flips x offsets x versions), so the union bound gives a false-positive probability
+  per frame of at most ``HYPOTHESES * exp(-THRESHOLD**2 / 2)``: the threshold is raised from
+  6 to 8 for the hypotheses tried (about 6e-10 per frame).
 * **Video.** A file is marked when at least half of the frames looked at are; whatever the
   correlation between frames, the chance that an unmarked video reaches that count is at most
   twice the per-frame probability (Markov's inequality on the number of false detections).
@@ -58,23 +67,33 @@ TILE = 64
 BAND = (8.0, 28.0)
 #: RMS of the embedded pattern in grey levels (PSNR = 20 log10(255 / RMS) before clipping).
 STRENGTH = 2.2
-#: Decision threshold on z; P(Z > 6) = 9.9e-10 for a standard normal Z.
-THRESHOLD = 6.0
+#: Decision threshold on z, raised for the HYPOTHESES tried (see FRAME_FALSE_POSITIVE).
+THRESHOLD = 8.0
 #: Geometric layouts tried per frame (multiple-testing factor of the false-positive bound).
 LAYOUTS = ("full", "letterbox", "crop")
+#: Fractions of the marked frame's side the picture may show (a crop of 5 or 10 %), tried
+#: with the full layout; the other layouts try 1.0 only.
+SCALES = (1.0, 0.95, 0.9)
+#: Offsets searched per axis around where the picture is expected (64 x 64 offsets).
+SEARCH = 64
+#: Size of the FFT used by the offset search (SIZE + SEARCH: the offsets do not wrap).
+FFT_SIZE = SIZE + SEARCH
+#: Every (layout, scale, flip, offset, version) that a frame's z may come from.
+HYPOTHESES = (len(SCALES) + len(LAYOUTS) - 1) * 2 * SEARCH * SEARCH * len(VERSIONS)
 #: Tiles that must lie inside the picture for a layout to be tested (enough coefficients for
 #: the Gaussian approximation).
 MIN_TILES = 4
 
 
 def false_positive_probability(threshold: float = THRESHOLD) -> float:
-    """P(Z > threshold) for a standard normal Z: the chance that one layout of an unmarked
-    frame is taken as marked."""
-    return 0.5 * math.erfc(threshold / math.sqrt(2.0))
+    """Hoeffding's bound ``exp(-t**2 / 2)`` on P(z >= t) for one hypothesis of an unmarked
+    frame (z: a normalised sum of independent fair +-1 signs)."""
+    return math.exp(-(threshold**2) / 2.0)
 
 
-#: Chance that an unmarked frame is reported as marked (all layouts together).
-FRAME_FALSE_POSITIVE = len(LAYOUTS) * false_positive_probability()
+#: Bound on the chance that an unmarked frame is reported as marked: every hypothesis tried
+#: (union bound), 5.6e-10 at threshold 8.
+FRAME_FALSE_POSITIVE = HYPOTHESES * false_positive_probability()
 
 
 @cache
@@ -167,10 +186,13 @@ def torch_pattern(resolution: int, device: str = "cpu", dtype=None):
 class Detection:
     """The watermark test of one frame."""
 
-    z: float  # the largest standardised score over layouts (about N(0, 1) when unmarked)
+    z: float  # the largest standardised score over the hypotheses tried
     marked: bool  # z >= THRESHOLD
     layout: str  # the layout that gave z: full, letterbox or crop
     version: int | None  # the format version found; None when not marked
+    offset: tuple[int, int] = (0, 0)  # (dy, dx) of the picture in the pattern that gave z
+    scale: float = 1.0  # fraction of the marked frame's side the picture showed
+    mirrored: bool = False  # the picture was a mirror image
 
 
 def _luma(image: np.ndarray) -> np.ndarray:
@@ -243,16 +265,76 @@ def _score(luma: np.ndarray, usable: np.ndarray, signs: np.ndarray) -> float | N
     return agree / math.sqrt(total) if total else None
 
 
+@cache
+def _pattern_spectrum(version: int) -> np.ndarray:
+    """FFT of the pattern on the FFT_SIZE canvas (for the offset search)."""
+    canvas = np.zeros((FFT_SIZE, FFT_SIZE), np.float32)
+    canvas[:SIZE, :SIZE] = pattern(version)
+    return np.fft.rfft2(canvas)
+
+
+def _best_offset(picture: np.ndarray, version: int) -> tuple[int, int]:
+    """(dy, dx): where ``picture`` (h x w, pattern scale) best matches the pattern, among the
+    SEARCH x SEARCH offsets centred on its centred position (phase correlation)."""
+    h, w = picture.shape
+    canvas = np.zeros((FFT_SIZE, FFT_SIZE), np.float32)
+    canvas[:h, :w] = picture - picture.mean()
+    spectrum = np.fft.rfft2(canvas)
+    spectrum /= np.abs(spectrum) + 1e-6  # whitened: the image's own spectrum does not count
+    # correlation[d] = sum_y picture[y] * pattern[y + d]
+    correlation = np.fft.irfft2(np.conj(spectrum) * _pattern_spectrum(version), (FFT_SIZE,) * 2)
+    y0, x0 = (SIZE - h) // 2 - SEARCH // 2, (SIZE - w) // 2 - SEARCH // 2
+    rows = (np.arange(SEARCH) + y0) % FFT_SIZE
+    cols = (np.arange(SEARCH) + x0) % FFT_SIZE
+    window = correlation[np.ix_(rows, cols)]
+    dy, dx = np.unravel_index(int(np.argmax(window)), window.shape)
+    return int(dy + y0), int(dx + x0)
+
+
+def _place(picture: np.ndarray, dy: int, dx: int, usable: np.ndarray):
+    """The SIZE x SIZE canvas with ``picture`` at (dy, dx), and the usable tiles fully inside
+    both it and ``usable``."""
+    h, w = picture.shape
+    canvas = np.zeros((SIZE, SIZE), np.float32)
+    top, left, bottom, right = max(dy, 0), max(dx, 0), min(dy + h, SIZE), min(dx + w, SIZE)
+    if bottom <= top or right <= left:
+        return canvas, np.zeros_like(usable)
+    canvas[top:bottom, left:right] = picture[top - dy : bottom - dy, left - dx : right - dx]
+    edges = np.arange(SIZE // TILE) * TILE
+    rows = (edges >= top) & (edges + TILE <= bottom)
+    cols = (edges >= left) & (edges + TILE <= right)
+    return canvas, usable & rows[:, None] & cols[None, :]
+
+
+def _hypotheses(luma: np.ndarray):
+    """(layout, scale, mapped picture, usable tiles) to search, per LAYOUTS and SCALES."""
+    for name, mapped, usable in _layouts(luma):
+        if name != "full":
+            yield name, 1.0, mapped, usable
+            continue
+        for scale in SCALES:
+            side = round(SIZE * scale)
+            picture = mapped if side == SIZE else _resize(mapped, side, side)
+            yield name, scale, picture, usable
+
+
 def detect(image: np.ndarray) -> Detection:
-    """Test one frame (H x W x 3 uint8 RGB, or H x W grey) for the watermark."""
+    """Test one frame (H x W x 3 uint8 RGB, or H x W grey) for the watermark, also shifted
+    (SEARCH x SEARCH offsets), mirrored and as a 5 or 10 % crop."""
     if image.ndim not in (2, 3) or min(image.shape[:2]) < 16:
         raise ValueError(f"expected an H x W (x 3) image of at least 16x16, got {image.shape}")
     luma = _luma(image)
     best: Detection | None = None
-    for name, mapped, usable in _layouts(luma):
-        for version in VERSIONS:
-            z = _score(mapped, usable, _signs(version))
-            if z is not None and (best is None or z > best.z):
-                best = Detection(z, z >= THRESHOLD, name, version if z >= THRESHOLD else None)
+    for name, scale, picture, usable in _hypotheses(luma):
+        for mirrored in (False, True):
+            seen = np.ascontiguousarray(picture[:, ::-1]) if mirrored else picture
+            for version in VERSIONS:
+                dy, dx = _best_offset(seen, version)
+                canvas, tiles = _place(seen, dy, dx, usable)
+                z = _score(canvas, tiles, _signs(version))
+                if z is not None and (best is None or z > best.z):
+                    marked = z >= THRESHOLD
+                    found = version if marked else None
+                    best = Detection(z, marked, name, found, (dy, dx), scale, mirrored)
     # No usable coefficient at all (a flat image): no evidence either way.
     return best or Detection(0.0, False, "full", None)

@@ -1,8 +1,14 @@
-"""``avatarcam verify FILE...``: is this image or video marked as made by avatarcam?
+"""``avatarcam verify FILE...``: does this image or video carry avatarcam's public disclosure
+mark?
 
 For each file: whether the invisible watermark is present (the fraction of frames it was found
-in and how sure that is) and the Content Credentials (C2PA) manifest, if any. Exit status 0
-when every file carries the watermark, 1 when one does not, 2 when one cannot be read.
+in and how sure that is) and the Content Credentials (C2PA) manifest, if any, with whether its
+signer is trusted. Exit status 0 when every file carries the mark, 1 when one does not, 2 when
+one cannot be read.
+
+What a detection means: the file carries avatarcam's public disclosure mark. The key is public,
+so anyone can add the mark to any image or remove it from a marked one; the false-positive
+figure holds only for media nobody marked on purpose. It is not proof that avatarcam made it.
 """
 
 from __future__ import annotations
@@ -144,13 +150,14 @@ def describe(report: Report) -> str:
     share = f"{report.marked_frames}/{report.frames} frame{'s' if report.frames > 1 else ''}"
     if report.marked:
         head = (
-            f"{report.path}: avatarcam watermark v{report.version} found in {share} "
-            f"(median z {report.median_z:.1f}; false-positive probability "
-            f"<= {report.false_positive:.0e})"
+            f"{report.path}: carries avatarcam's public disclosure mark (watermark "
+            f"v{report.version}) in {share} (median z {report.median_z:.1f}; for media nobody "
+            f"marked on purpose the chance of this is <= {report.false_positive:.0e}; anyone can "
+            "add or remove this mark, so it does not prove who made the file)"
         )
     else:
         head = (
-            f"{report.path}: no avatarcam watermark ({share} over the threshold z >= "
+            f"{report.path}: no avatarcam disclosure mark ({share} over the threshold z >= "
             f"{watermark.THRESHOLD:g}; median z {report.median_z:.1f})"
         )
     return head + "\n  " + _describe_c2pa(report.c2pa)
@@ -166,8 +173,9 @@ def _expand(paths: list[Path]) -> list[Path]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="avatarcam verify",
-        description="Check images and videos for avatarcam's invisible watermark and Content "
-        "Credentials. Exit status: 0 every file is marked, 1 one is not, 2 one is unreadable.",
+        description="Check images and videos for avatarcam's public disclosure mark (an "
+        "invisible watermark anyone can add or remove) and Content Credentials. Exit status: 0 "
+        "every file is marked, 1 one is not, 2 one is unreadable.",
     )
     parser.add_argument("files", nargs="+", type=Path, help="images, videos, or folders of images")
     parser.add_argument("--json", action="store_true", help="one JSON object per file")

@@ -219,7 +219,9 @@ def test_video_output_verifies(tiny_run, tmp_path: Path, capsys) -> None:
     capsys.readouterr()
     assert main(["verify", str(video)]) == 0
     report = capsys.readouterr().out
-    assert f"watermark v1 found in {tiny_run.frames}/{tiny_run.frames} frames" in report
+    marked = f"carries avatarcam's public disclosure mark (watermark v1) in {tiny_run.frames}/"
+    assert marked + f"{tiny_run.frames} frames" in report
+    assert "anyone can add or remove this mark" in report and "made by" not in report
     assert (
         "Content Credentials: valid signature, signer not trusted (self-issued certificate"
         in report
@@ -227,7 +229,7 @@ def test_video_output_verifies(tiny_run, tmp_path: Path, capsys) -> None:
     assert "c2pa.created (trainedAlgorithmicMedia)" in report
     capsys.readouterr()
     assert main(["verify", str(video), str(tiny_run.avatar)]) == 1
-    assert "avatar.png: no avatarcam watermark" in capsys.readouterr().out
+    assert "avatar.png: no avatarcam disclosure mark" in capsys.readouterr().out
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"\x00" * 1000)
     capsys.readouterr()
