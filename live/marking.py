@@ -15,6 +15,7 @@ import numpy as np
 from engines.watermark import Watermarker
 
 from .errors import SettingError
+from .label_font import font_for, load
 
 #: Longest --label accepted (it must fit in one line across the frame).
 MAX_LABEL_CHARS = 40
@@ -44,6 +45,7 @@ class MarkingOptions:
                     f"--label {self.label!r} is not usable: expected 1 to {MAX_LABEL_CHARS} "
                     "printable characters on one line, e.g. --label 'AI-generated'."
                 )
+            font_for(text)  # SettingError now, not boxes in every frame
         name = self.c2pa_signer_name
         if name is not None and (not name.strip() or len(name) > 64 or not name.isprintable()):
             raise SettingError(
@@ -66,18 +68,28 @@ class Label:
     """A line of text in a dark box, rendered once, blended into a frame's bottom-left corner."""
 
     def __init__(self, text: str, height: int, width: int):
-        from PIL import Image, ImageDraw, ImageFont
+        from PIL import Image, ImageDraw
 
         size = max(10, round(height * LABEL_HEIGHT))
-        font = ImageFont.load_default(size=size)
-        left, top, right, bottom = font.getbbox(text)
+        # runs of (text, font) that have every character (see live.label_font)
+        self.runs = load(text, size)
+        boxes = [font.getbbox(segment, anchor="ls") for segment, font in self.runs]
+        top = min(box[1] for box in boxes)  # above the baseline: negative
+        bottom = max(box[3] for box in boxes)
+        advances = [font.getlength(segment) for segment, font in self.runs]
+        left = min(0, boxes[0][0])
         pad = max(2, size // 4)
-        box_w = min(width, right - left + 2 * pad)
+        box_w = min(width, round(sum(advances[:-1]) + boxes[-1][2]) - left + 2 * pad)
         box_h = min(height, bottom - top + 2 * pad)
         alpha = Image.new("L", (box_w, box_h), round(255 * LABEL_BOX_OPACITY))
-        ImageDraw.Draw(alpha).text((pad - left, pad - top), text, font=font, fill=255)
         color = Image.new("L", (box_w, box_h), 0)
-        ImageDraw.Draw(color).text((pad - left, pad - top), text, font=font, fill=255)
+        x = pad - left
+        for (segment, font), advance in zip(self.runs, advances, strict=True):
+            for layer in (alpha, color):
+                ImageDraw.Draw(layer).text(
+                    (x, pad - top), segment, font=font, fill=255, anchor="ls"
+                )
+            x += advance
         margin = max(2, round(height * 0.03))
         self.y = max(0, height - margin - box_h)  # top-left corner of the box in the frame
         self.x = min(margin, width - box_w)
