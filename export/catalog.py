@@ -73,6 +73,8 @@ class CatalogEntry:
     def __post_init__(self) -> None:
         if not (self.sha256 or self.md5):
             raise ValueError(f"catalog entry {self.name}: needs a sha256 or an md5")
+        if self.config_is_file and not self.config_sha256:
+            raise ValueError(f"catalog entry {self.name}: its config file needs a config_sha256")
 
     @property
     def config_is_file(self) -> bool:

@@ -55,6 +55,16 @@ def _digests_of(path: Path) -> dict[str, str]:
     return known
 
 
+def sha256_of(path: Path) -> str:
+    """The sha256 of ``path``, computed once while the file stays the same."""
+    known = _digests_of(path)
+    if "sha256" not in known:  # recorded for an md5-only entry
+        sha256, md5 = digests(path)
+        remember(path, sha256, md5)
+        return sha256
+    return known["sha256"]
+
+
 def _hash_matches(known: dict[str, str], entry: CatalogEntry) -> bool:
     if entry.sha256 and "sha256" in known:
         return known["sha256"] == entry.sha256

@@ -31,9 +31,9 @@ from .catalog import (
 )
 from .checkpoint import DEFAULT_CHECKPOINT_NAMES, default_checkpoint_dir
 from .config import DEFAULT_PRESET
-from .download import DownloadError, Expected, digests, download
+from .download import DownloadError, Expected, download
 from .errors import CheckpointError
-from .local_files import identify, is_entry, remember
+from .local_files import identify, is_entry, remember, sha256_of
 
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 
@@ -167,7 +167,7 @@ def _from_url(url: str, sha256: str | None, config: str | None, stream: TextIO) 
     name = Path(urllib.parse.unquote(parsed.path)).name or "checkpoint.pth.tar"
     dest = default_checkpoint_dir() / URL_FOLDER / sha256[:16] / name
     if dest.is_file():
-        if digests(dest)[0] == sha256:
+        if sha256_of(dest) == sha256:
             return dest
         raise CheckpointError(
             f"{dest} exists but does not match --checkpoint-sha256, and it is not overwritten: "
@@ -175,6 +175,7 @@ def _from_url(url: str, sha256: str | None, config: str | None, stream: TextIO) 
         )
     stream.write(f"downloading {url}\n  saved to: {dest}\n")
     download([url], dest, Expected(size=None, sha256=sha256), label=name, stream=stream)
+    remember(dest, sha256, None)
     return dest
 
 

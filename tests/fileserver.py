@@ -138,7 +138,14 @@ def self_signed(folder: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
-class _TLSServer(ThreadingHTTPServer):
+class _QuietServer(ThreadingHTTPServer):
+    """A client that hangs up on purpose (the tests do) is not an error to print."""
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass
+
+
+class _TLSServer(_QuietServer):
     """Wraps each accepted connection in TLS; cuts ``state.drop_handshakes`` of them after the
     client's hello (the client sees the TLS connection end abruptly)."""
 
@@ -183,7 +190,7 @@ def _serve(httpd: ThreadingHTTPServer, state: FileServer) -> Iterator[FileServer
 def file_server() -> Iterator[FileServer]:
     """A file server on 127.0.0.1; tests put files in ``files`` and read ``requests``."""
     state = FileServer(base="")
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
+    httpd = _QuietServer(("127.0.0.1", 0), _handler(state))
     state.base = f"http://127.0.0.1:{httpd.server_address[1]}"
     yield from _serve(httpd, state)
 
