@@ -227,7 +227,7 @@ def _fetch(url: str, part: Path, expected: Expected, bar: ProgressBar) -> None:
             )
         if limit is not None:
             _check_space(part.parent, limit - start, part.with_suffix(""), url)
-        done = start
+        done, oversize = start, False
         with _writing(part, mode, url, lambda: done) as out:
             while True:
                 try:
@@ -239,13 +239,17 @@ def _fetch(url: str, part: Path, expected: Expected, bar: ProgressBar) -> None:
                 if not chunk:
                     break
                 if limit is not None and done + len(chunk) > limit:
-                    out.write(chunk[: limit - done])
-                    raise DownloadError(
-                        f"{url} sent more than the expected {limit:,} bytes: not the file."
-                    )
+                    oversize = True  # not the file: its bytes are not kept (below)
+                    break
                 out.write(chunk)
                 done += len(chunk)
                 bar.update(done)
+        if oversize:
+            _drop_part(part)
+            raise DownloadError(
+                f"{url} sent more than the expected {limit:,} bytes: not the file (nothing of "
+                "it was kept)."
+            )
         if remaining is not None and done - start < remaining:
             raise _Retry("the answer was cut short")
 

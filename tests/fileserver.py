@@ -33,6 +33,7 @@ class Served:
     etag: str | None = None  # sent as ETag; an If-Range that differs gets the whole file
     content_range_from: int | None = None  # a wrong Content-Range: claims to start here
     chunk_delay_s: float = 0.0  # sent in 64 KiB pieces with this pause between them
+    chunked: bool = False  # Transfer-Encoding: chunked (no Content-Length)
 
 
 @dataclass
@@ -81,6 +82,14 @@ def _handler(server: FileServer) -> type[BaseHTTPRequestHandler]:
             if served.etag:
                 self.send_header("ETag", served.etag)
             self.send_header("Content-Type", served.content_type)
+            if served.chunked:
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                for at in range(start, len(body), 1 << 16):
+                    piece = body[at : at + (1 << 16)]
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                self.wfile.write(b"0\r\n\r\n")
+                return
             self.send_header("Content-Length", str(len(body) - start))
             self.end_headers()
             if served.cut_once and start == 0:

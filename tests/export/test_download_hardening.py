@@ -155,6 +155,18 @@ def test_writes_stop_at_the_expected_size(file_server: FileServer, tmp_path: Pat
         download(
             [file_server.url("big.bin")], tmp_path / "big.bin", _expected(), stream=io.StringIO()
         )
-    assert not (tmp_path / "big.bin.part").exists() or (
-        (tmp_path / "big.bin.part").stat().st_size <= len(BODY)
-    )
+    assert not (tmp_path / "big.bin.part").exists()
+
+
+def test_a_stream_past_the_expected_size_is_cut_and_not_kept(
+    file_server: FileServer, tmp_path: Path
+) -> None:
+    """No Content-Length (chunked): the writes stop at the size, and the next mirror starts
+    from nothing rather than from the oversized stream's bytes."""
+    file_server.files["/chunked/c.bin"] = Served(BODY + b"more" * 1000, chunked=True)
+    file_server.files["/good/c.bin"] = Served(BODY)
+    dest, out = tmp_path / "c.bin", io.StringIO()
+    urls = [file_server.url("chunked/c.bin"), file_server.url("good/c.bin")]
+    download(urls, dest, _expected(), stream=out)
+    assert dest.read_bytes() == BODY
+    assert ("/good/c.bin", None) in file_server.requests  # started over
