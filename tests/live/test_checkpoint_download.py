@@ -111,3 +111,13 @@ def test_no_terminal_without_download_prints_the_steps(
     assert "--download" in err and file_server.url("models/tiny64.pth.tar") in err
     assert not (home / "checkpoints" / "tiny64.pth.tar").exists()
     assert not Path("out").exists()
+
+
+def test_unknown_catalog_name_with_download(fresh, capsys) -> None:
+    _, avatar, driving, _ = fresh
+    args = [*_base(avatar, driving, Path("out")), "--checkpoint", "vox-999", "--download"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "vox-999 is not a name in the checkpoint catalog" in err
+    assert "vox-adv-256, vox-256, vox-adv-256-avatarify" in err and "does not exist" not in err
+    assert not Path("out").exists()
