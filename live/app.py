@@ -11,6 +11,7 @@ from pathlib import Path
 from engines import Engine, create_engine
 from export.config import ModelConfig, load_config
 from export.errors import UserError
+from export.model_choice import choose_model
 from export.obtain import obtain_checkpoint
 
 from .animator import Animator
@@ -67,6 +68,12 @@ def run(
         live = source.is_live if source is not None else _looks_like_camera(capture.input)
         options = options.resolved(live)
         avatars = checks.run(lambda: load_avatar_images(options.avatar))
+        # Once input and avatars are fine, the checkpoint is checked against its config, before
+        # anything else is set up or said: its problem is then the one message.
+        model = None
+        if not remote and not checks.problems:
+            model = checks.run(lambda: _model(options))
+            checks.raise_all()
         # Content Credentials are set up before any output opens (a bad key fails first), and
         # sign what the outputs hold once they are closed (pushed first, the callback runs
         # after the outputs' own exits).
@@ -90,7 +97,8 @@ def run(
             engine = stack.enter_context(_connect_server(options, live))
             prepared = prepare_avatars(avatars, engine.io.resolution, options.crop, options.framing)
         else:
-            checkpoint, config = _model(options)
+            assert model is not None  # checks.raise_all() raised otherwise
+            checkpoint, config = model
             # Avatars are framed before the engine starts: an int8 build calibrates on them and
             # on the first input frames, framed the way the loop frames them.
             prepared = prepare_avatars(avatars, config.resolution, options.crop, options.framing)
@@ -332,7 +340,8 @@ def _log_virtual_camera(virtual_camera: VirtualCamera, options: RunOptions) -> N
 
 
 def _model(options: RunOptions) -> tuple[Path, ModelConfig]:
-    """The local model: the checkpoint found, downloaded or named, and its config."""
+    """The local model: the checkpoint found, downloaded or named, and its config, checked
+    against each other before any engine is built."""
     model = options.model
     choice = obtain_checkpoint(
         model.checkpoint,
@@ -341,7 +350,11 @@ def _model(options: RunOptions) -> tuple[Path, ModelConfig]:
         url=model.checkpoint_url,
         sha256=model.checkpoint_sha256,
     )
-    return Path(choice.checkpoint), load_config(choice.config, model.resolution)
+    # No --config: the catalog entry's config, else the checkpoint's own (beside it or in it).
+    spec = model.config if model.config is not None else (choice.config if choice.entry else None)
+    checked = choose_model(choice.checkpoint, spec, model.resolution)
+    log.log(logging.INFO if checked.own else logging.DEBUG, "model config: %s", checked.source)
+    return checked.checkpoint, checked.config
 
 
 def _connect_server(options: RunOptions, live: bool) -> Engine:
