@@ -18,6 +18,7 @@ from .animator import MotionOptions
 from .controls import controls_help
 from .errors import SettingError
 from .framing import FramingConfig
+from .logs import configure_logging
 from .loop import LoopOptions
 from .marking import MarkingOptions
 from .options import CaptureOptions, ModelOptions, OutputOptions, RunOptions
@@ -494,12 +495,7 @@ def main(argv: list[str] | None = None) -> int:
         return verify_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(message)s",
-        stream=sys.stderr,
-        force=True,
-    )
+    configure_logging(args.verbose)  # libraries' chatter only with -v, marked as theirs
     try:
         if args.doctor:
             from .doctor import DoctorOptions, run_doctor
