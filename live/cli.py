@@ -508,6 +508,9 @@ def main(argv: list[str] | None = None) -> int:
                     checkpoint=args.checkpoint,
                     camera=args.input,
                     virtual_camera_device=args.virtual_cam_device,
+                    virtual_camera=args.virtual_cam,
+                    config=args.config,
+                    resolution=args.resolution,
                 )
             )
         if args.list_cameras:
