@@ -15,6 +15,7 @@ from export.model_choice import choose_model
 from export.obtain import obtain_checkpoint
 
 from .animator import Animator
+from .audio import AudioPlan, audio_on_close, plan_audio
 from .avatars import load_avatar_images
 from .calibration import calibration_source
 from .controls import controls_help
@@ -82,6 +83,8 @@ def run(
         )
         sinks: list[FrameSink] = []
         stack.push(_sign_on_close(credentials, sinks))
+        # The input's audio goes into a video output once it is closed, before it is signed.
+        stack.push(audio_on_close(_audio_plan(options, source, live), sinks))
         sinks += _open_sinks(options, source, checks, stack)
         virtual_camera = _open_virtual_camera(options, source, camera_factory, checks, stack)
         preview = _open_preview(options, asked_preview is True and live, checks, stack)
@@ -225,6 +228,22 @@ def _open_sinks(
             )
         )
     return sinks
+
+
+def _audio_plan(options: RunOptions, source: FrameSource | None, live: bool) -> AudioPlan | None:
+    """The driving video's audio for the video output (see live.audio)."""
+    output = options.output
+    if source is None:
+        return None
+    return plan_audio(
+        options.capture.input,
+        output.file,
+        live=live,
+        keep=output.audio,
+        realtime=bool(options.capture.realtime),
+        output_fps=output.video_fps,
+        input_fps=source.fps,
+    )
 
 
 def _content_credentials(options: RunOptions, avatars: list[Path]) -> ContentCredentials | None:

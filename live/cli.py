@@ -317,6 +317,12 @@ def _add_download_and_recording_flags(
         help="frame size of a recorded video or PNGs, e.g. 512x512 (default: the model's, "
         "256x256; other shapes are letterboxed)",
     )
+    io.add_argument(
+        "--no-audio",
+        dest="audio",
+        action="store_false",
+        help="do not copy a driving video's audio into a video --output (kept by default)",
+    )
     model.add_argument(
         "--download",
         action="store_true",
@@ -463,6 +469,7 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
             overwrite=args.overwrite,
             video_fps=args.output_fps,
             video_size=args.output_size,
+            audio=args.audio,
         ),
         crop=args.crop,
         framing=replace(
