@@ -83,12 +83,15 @@ def run(
         )
         sinks: list[FrameSink] = []
         stack.push(_sign_on_close(credentials, sinks))
-        # The input's audio goes into a video output once it is closed, before it is signed.
-        stack.push(audio_on_close(_audio_plan(options, source, live), sinks))
+        # The input's audio goes into a video output once it is closed, before it is signed
+        # (planned once the start-up checks pass).
+        audio: list[AudioPlan] = []
+        stack.push(audio_on_close(audio, sinks))
         sinks += _open_sinks(options, source, checks, stack)
         virtual_camera = _open_virtual_camera(options, source, camera_factory, checks, stack)
         preview = _open_preview(options, asked_preview is True and live, checks, stack)
         checks.raise_all()
+        audio += [plan for plan in [_audio_plan(options, source, live)] if plan is not None]
         stack.push(_report_interrupt(sinks))
         assert source is not None and avatars is not None  # checks.raise_all() raised otherwise
         if live:

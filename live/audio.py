@@ -190,14 +190,13 @@ def _encoded(container: Any, stream: Any, out: Any, start: float, end: float) ->
     yield from out.encode(None)
 
 
-def audio_on_close(plan: AudioPlan | None, sinks: list[FrameSink]) -> Callable[..., bool]:
-    """An exit callback that adds the plan's audio to each video output that received frames,
-    once it is closed (push it after the signing callback: it then runs before it)."""
+def audio_on_close(plans: list[AudioPlan], sinks: list[FrameSink]) -> Callable[..., bool]:
+    """An exit callback that adds the audio of ``plans`` (none, or one: filled in once the run
+    starts) to each video output that received frames, once it is closed. Push it after the
+    signing callback: it then runs before it."""
 
     def on_exit(exc_type: type[BaseException] | None, *_: object) -> bool:
-        if plan is None:
-            return False
-        for sink in sinks:
+        for plan, sink in ((plan, sink) for plan in plans for sink in sinks):
             if not isinstance(sink, VideoFileSink) or not sink.count or not sink.path.is_file():
                 continue
             try:
