@@ -20,6 +20,8 @@ from tests.conftest import ROOT
 def _said(verbose: bool, monkeypatch) -> str:
     monkeypatch.delenv("OPENCV_FFMPEG_LOGLEVEL", raising=False)  # set again when not verbose
     stream = io.StringIO()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
     configure_logging(verbose, stream)
     try:
         logging.getLogger("c2pa.loader").debug("Library not found at: /x/libc2pa_c.so")
@@ -27,8 +29,12 @@ def _said(verbose: bool, monkeypatch) -> str:
         logging.getLogger("c2pa").warning("a real warning")
         logging.getLogger("avatarcam").info("wrote 2 frames")
         logging.getLogger("engines.select").debug("engine details")
-    finally:
-        logging.basicConfig(force=True)  # hand the root logger back to pytest as it was
+    finally:  # the root logger as it was (pytest's handlers)
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in handlers:
+            root.addHandler(handler)
+        root.setLevel(level)
     return stream.getvalue()
 
 
