@@ -33,9 +33,11 @@ def output_to_image(
         scratch = np.empty(hwc.shape, np.float32)
     with np.errstate(over="ignore", invalid="ignore"):  # NaN and overflow are checked here
         np.multiply(hwc, np.float32(255), out=scratch)
-        # One sum is cheap and is NaN or infinite when any value is (or, rarely, when huge
-        # values overflow it: then the exact check finds nothing and the frame is converted).
-        total = scratch.sum(dtype=np.float32)
+        # One dot product (BLAS, no allocation: a third of a sum's time) is NaN or infinite
+        # when any value is, or, rarely, when huge values overflow it: then the exact check
+        # finds nothing and the frame is converted.
+        flat = scratch.reshape(-1)
+        total = np.dot(flat, flat)
     if not np.isfinite(total):
         _check_finite(scratch)
     np.clip(scratch, 0, 255, out=scratch)
