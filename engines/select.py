@@ -63,6 +63,15 @@ _FIX = {
     "torch-gpu": _FIX_GPU_DRIVER,
 }
 
+#: Fixes for an Intel device that OpenVINO (installed) cannot use: its driver.
+_FIX_INTEL = {
+    "gpu": "install Intel's GPU driver (compute runtime: intel-opencl-icd on Linux, the Intel "
+    'Graphics driver on Windows), then check that python -c "import openvino; '
+    'print(openvino.Core().available_devices)" lists GPU; or use --device cpu',
+    "npu": "install Intel's NPU driver (intel-npu-driver on Linux, the Intel NPU driver on "
+    "Windows); or use --device cpu",
+}
+
 
 @dataclass(frozen=True)
 class Attempt:
@@ -177,6 +186,9 @@ def _fix_for(backend: str, device: str, exc: BaseException) -> str:
     if backend == "onnxruntime":
         return _FIX["onnxruntime-gpu" if gpu else "onnxruntime-cpu"]
     if backend == "openvino":
+        kind = device.split(".", 1)[0].lower()
+        if kind in _FIX_INTEL and not isinstance(exc, MissingDependencyError):
+            return _FIX_INTEL[kind]  # openvino is installed: the device's driver is missing
         return _FIX["openvino"]
     return _FIX["torch-gpu" if gpu else "torch-cpu"]
 
@@ -376,9 +388,9 @@ def _measured_cpu_order(
         ranking = cpu_ranking(cache, key, runnable, start, io, label)
     except (CheckpointError, ConfigError):
         raise
-    except Exception as exc:  # the selection below reports each backend's own failure
-        log.debug("measuring the CPU backends failed", exc_info=True)
-        log.info("could not measure the CPU backends (%s); using the default order", exc)
+    except Exception:  # the selection below reports each backend's own failure
+        # Not said at info level: the selection below reports the same failure, once.
+        log.debug("could not measure the CPU backends; using the default order", exc_info=True)
         return None
     log.debug("CPU backend ranking: %s", ranking.reason())
     return ranking

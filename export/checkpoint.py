@@ -85,11 +85,8 @@ def _sniff(path: Path) -> None:
         )
 
 
-def read_checkpoint(path: str | Path) -> dict[str, dict[str, torch.Tensor]]:
-    """Read ``generator`` and ``kp_detector`` state dicts from a checkpoint file, on the CPU.
-
-    A ``module.`` key prefix (DataParallel) is removed. Nothing in the file is executed.
-    """
+def read_checkpoint_file(path: str | Path) -> dict:
+    """The checkpoint's top-level dict, read safely on the CPU (nothing in it is executed)."""
     path = Path(path).expanduser()
     if not path.exists():
         raise CheckpointError(f"Checkpoint {path} does not exist.\n" + where_to_get())
@@ -125,6 +122,12 @@ def read_checkpoint(path: str | Path) -> dict[str, dict[str, torch.Tensor]]:
             f"Checkpoint {path} holds a {type(data).__name__}, expected a dict with "
             "'generator' and 'kp_detector' state dicts (a FOMM checkpoint)."
         )
+    return data
+
+
+def checkpoint_states(data: dict, path: str | Path) -> dict[str, dict[str, torch.Tensor]]:
+    """The ``generator`` and ``kp_detector`` state dicts of a checkpoint's top-level dict,
+    without a ``module.`` prefix (DataParallel); every floating-point value must be finite."""
     missing = [key for key in ("generator", "kp_detector") if key not in data]
     if missing:
         found = ", ".join(sorted(map(str, data))[:8]) or "nothing"
@@ -141,7 +144,41 @@ def read_checkpoint(path: str | Path) -> dict[str, dict[str, torch.Tensor]]:
         ):
             raise CheckpointError(f"Checkpoint {path}: '{part}' is not a state dict of tensors.")
         states[part] = {k.removeprefix("module."): v for k, v in state.items()}
+    _check_finite(states, path)
     return states
+
+
+def _check_finite(states: dict[str, dict[str, torch.Tensor]], path: str | Path) -> None:
+    """Refuse weights with NaN or infinity: they give black or garbage frames, not an error."""
+    bad = []
+    for part, state in states.items():
+        for key, value in state.items():
+            # A sum is NaN or infinite when any value is, and costs no allocation (a tenth of
+            # torch.isfinite's time); only then are the values counted (an overflowing sum of
+            # finite values counts none).
+            if not value.is_floating_point() or bool(torch.isfinite(value.sum())):
+                continue
+            count = int((~torch.isfinite(value)).sum())
+            if count:
+                bad.append(f"{part}.{key} ({count} of {value.numel()} values)")
+    if bad:
+        more = f" and {len(bad) - 3} more tensors" if len(bad) > 3 else ""
+        raise CheckpointError(
+            f"Checkpoint {path} holds weights that are not finite numbers (NaN or infinity) in "
+            f"{', '.join(bad[:3])}{more}. A network with such weights draws black or garbage "
+            "frames. The file is damaged, or the training that wrote it diverged: download it "
+            "again (compare its size and checksum) or use an earlier checkpoint of that "
+            "training.\n" + where_to_get()
+        )
+
+
+def read_checkpoint(path: str | Path) -> dict[str, dict[str, torch.Tensor]]:
+    """Read ``generator`` and ``kp_detector`` state dicts from a checkpoint file, on the CPU.
+
+    A ``module.`` key prefix (DataParallel) is removed; non-finite weights are refused.
+    Nothing in the file is executed.
+    """
+    return checkpoint_states(read_checkpoint_file(path), Path(path).expanduser())
 
 
 def _expected_shapes(config: ModelConfig) -> dict[str, dict[str, tuple[int, ...]]]:
@@ -172,6 +209,51 @@ def _mismatches(states: dict[str, dict[str, torch.Tensor]], config: ModelConfig)
     return problems
 
 
+#: Endings of checkpoint file names, removed to find the YAML config of the same name.
+CHECKPOINT_SUFFIXES = (".pth.tar", ".pth", ".pt", ".tar", ".ckpt")
+
+
+def checkpoint_stem(checkpoint: str | Path) -> str:
+    """The checkpoint's file name without its ending: ``model.pth.tar`` -> ``model``."""
+    name = Path(checkpoint).name
+    return next(
+        (name[: -len(s)] for s in CHECKPOINT_SUFFIXES if name.lower().endswith(s)),
+        Path(checkpoint).stem,
+    )
+
+
+def check_fit(
+    states: dict[str, dict[str, torch.Tensor]],
+    checkpoint: str | Path,
+    config: ModelConfig,
+    where: str = "",
+    candidates: dict[str, ModelConfig] | None = None,
+) -> None:
+    """Raise CheckpointError unless ``states`` fit ``config`` key for key and shape for shape.
+
+    The message names the preset (or other ``candidates``, e.g. a YAML beside the checkpoint)
+    that fits, when one does. ``where`` says where the config came from.
+    """
+    problems = _mismatches(states, config)
+    if not problems:
+        return
+    shown = "\n  ".join(problems[:5])
+    more = f"\n  ... and {len(problems) - 5} more" if len(problems) > 5 else ""
+    options = {**(candidates or {}), **PRESETS}
+    fitting = [name for name, other in options.items() if not _mismatches(states, other)]
+    hint = (
+        f"This checkpoint fits the config '{fitting[0]}': pass --config {fitting[0]}."
+        if fitting
+        else "None of the built-in presets (" + ", ".join(PRESETS) + ") fits either: pass "
+        "the YAML config the checkpoint was trained with (--config path/to/cfg.yaml), or put "
+        f"it beside the checkpoint as {checkpoint_stem(checkpoint)}.yaml (found automatically)."
+    )
+    raise CheckpointError(
+        f"Checkpoint {checkpoint} does not fit the config '{config.name}'{where} "
+        f"({len(problems)} mismatched keys):\n  {shown}{more}\n{hint}"
+    )
+
+
 def load_model(
     checkpoint: str | Path,
     config: ModelConfig,
@@ -180,20 +262,7 @@ def load_model(
     """Load a checkpoint into a network built from ``config`` (strict), in eval mode on
     ``device``."""
     states = read_checkpoint(checkpoint)
-    problems = _mismatches(states, config)
-    if problems:
-        shown = "\n  ".join(problems[:5])
-        more = f"\n  ... and {len(problems) - 5} more" if len(problems) > 5 else ""
-        fitting = [name for name, preset in PRESETS.items() if not _mismatches(states, preset)]
-        hint = (
-            f"This checkpoint fits the preset config '{fitting[0]}': pass --config {fitting[0]}."
-            if fitting
-            else "Pass the YAML config the checkpoint was trained with: --config path/to/cfg.yaml."
-        )
-        raise CheckpointError(
-            f"Checkpoint {checkpoint} does not fit the config '{config.name}' "
-            f"({len(problems)} mismatched keys):\n  {shown}{more}\n{hint}"
-        )
+    check_fit(states, checkpoint, config)
     model = FOMM(config)
     model.generator.load_state_dict(states["generator"], strict=True)
     model.kp_detector.load_state_dict(states["kp_detector"], strict=True)

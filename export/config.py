@@ -295,13 +295,20 @@ def load_config(spec: str | Path | None = None, resolution: int | None = None) -
                 f"Config file {path} could not be read as YAML ({exc}). Expected an original "
                 "FOMM config such as config/vox-256.yaml."
             ) from exc
-        size, size_key = _dataset_resolution(data, path.name)
-        config = config_from_dict(data, name=path.name, resolution=size)
-        if size_key and resolution is None:
-            validate_resolution(config, size, f"{path.name}: {size_key}")
+        config = config_from_document(data, path.name, resolution)
     if resolution is not None:
         validate_resolution(config, resolution)
         config = replace(config, resolution=resolution)
+    return config
+
+
+def config_from_document(data: Any, name: str, resolution: int | None = None) -> ModelConfig:
+    """A config from a parsed FOMM YAML document named ``name``, at the frame size of its
+    ``dataset_params`` (checked unless ``resolution`` overrides it: the caller applies that)."""
+    size, size_key = _dataset_resolution(data, name)
+    config = config_from_dict(data, name=name, resolution=size)
+    if size_key and resolution is None:
+        validate_resolution(config, size, f"{name}: {size_key}")
     return config
 
 

@@ -36,6 +36,7 @@ from .errors import CheckpointError
 from .local_files import identify, is_entry, remember, sha256_of
 
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
+_BY_HAND = "To do it by hand:"  # how export.download's messages give their manual step
 
 
 @dataclass(frozen=True)
@@ -142,8 +143,9 @@ def fetch_entry(entry: CatalogEntry, stream: TextIO | None = None) -> Path:
                 label=config.name,
                 stream=stream,
             )
-    except DownloadError as exc:
-        raise DownloadError(f"{exc}\n{manual_steps(entry)}") from None
+    except DownloadError as exc:  # its own "by hand" line gives way to the entry's steps
+        lines = [line for line in str(exc).splitlines() if not line.startswith(_BY_HAND)]
+        raise DownloadError("\n".join([*lines, manual_steps(entry)])) from None
     stream.write(f"saved {dest}\n")
     return dest
 

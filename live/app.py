@@ -11,9 +11,11 @@ from pathlib import Path
 from engines import Engine, create_engine
 from export.config import ModelConfig, load_config
 from export.errors import UserError
+from export.model_choice import choose_model
 from export.obtain import obtain_checkpoint
 
 from .animator import Animator
+from .audio import AudioPlan, audio_on_close, plan_audio
 from .avatars import load_avatar_images
 from .calibration import calibration_source
 from .controls import controls_help
@@ -67,6 +69,12 @@ def run(
         live = source.is_live if source is not None else _looks_like_camera(capture.input)
         options = options.resolved(live)
         avatars = checks.run(lambda: load_avatar_images(options.avatar))
+        # Once input and avatars are fine, the checkpoint is checked against its config, before
+        # anything else is set up or said: its problem is then the one message.
+        model = None
+        if not remote and not checks.problems:
+            model = checks.run(lambda: _model(options))
+            checks.raise_all()
         # Content Credentials are set up before any output opens (a bad key fails first), and
         # sign what the outputs hold once they are closed (pushed first, the callback runs
         # after the outputs' own exits).
@@ -75,10 +83,15 @@ def run(
         )
         sinks: list[FrameSink] = []
         stack.push(_sign_on_close(credentials, sinks))
+        # The input's audio goes into a video output once it is closed, before it is signed
+        # (planned once the start-up checks pass).
+        audio: list[AudioPlan] = []
+        stack.push(audio_on_close(audio, sinks))
         sinks += _open_sinks(options, source, checks, stack)
         virtual_camera = _open_virtual_camera(options, source, camera_factory, checks, stack)
         preview = _open_preview(options, asked_preview is True and live, checks, stack)
         checks.raise_all()
+        audio += [plan for plan in [_audio_plan(options, source, live)] if plan is not None]
         stack.push(_report_interrupt(sinks))
         assert source is not None and avatars is not None  # checks.raise_all() raised otherwise
         if live:
@@ -90,7 +103,8 @@ def run(
             engine = stack.enter_context(_connect_server(options, live))
             prepared = prepare_avatars(avatars, engine.io.resolution, options.crop, options.framing)
         else:
-            checkpoint, config = _model(options)
+            assert model is not None  # checks.raise_all() raised otherwise
+            checkpoint, config = model
             # Avatars are framed before the engine starts: an int8 build calibrates on them and
             # on the first input frames, framed the way the loop frames them.
             prepared = prepare_avatars(avatars, config.resolution, options.crop, options.framing)
@@ -219,6 +233,22 @@ def _open_sinks(
     return sinks
 
 
+def _audio_plan(options: RunOptions, source: FrameSource | None, live: bool) -> AudioPlan | None:
+    """The driving video's audio for the video output (see live.audio)."""
+    output = options.output
+    if source is None:
+        return None
+    return plan_audio(
+        options.capture.input,
+        output.file,
+        live=live,
+        keep=output.audio,
+        realtime=bool(options.capture.realtime),
+        output_fps=output.video_fps,
+        input_fps=source.fps,
+    )
+
+
 def _content_credentials(options: RunOptions, avatars: list[Path]) -> ContentCredentials | None:
     """Content Credentials for file outputs (None without one)."""
     if options.output.file is None:
@@ -332,7 +362,8 @@ def _log_virtual_camera(virtual_camera: VirtualCamera, options: RunOptions) -> N
 
 
 def _model(options: RunOptions) -> tuple[Path, ModelConfig]:
-    """The local model: the checkpoint found, downloaded or named, and its config."""
+    """The local model: the checkpoint found, downloaded or named, and its config, checked
+    against each other before any engine is built."""
     model = options.model
     choice = obtain_checkpoint(
         model.checkpoint,
@@ -342,7 +373,11 @@ def _model(options: RunOptions) -> tuple[Path, ModelConfig]:
         sha256=model.checkpoint_sha256,
         allow_insecure_catalog=model.allow_insecure_catalog,
     )
-    return Path(choice.checkpoint), load_config(choice.config, model.resolution)
+    # No --config: the catalog entry's config, else the checkpoint's own (beside it or in it).
+    spec = model.config if model.config is not None else (choice.config if choice.entry else None)
+    checked = choose_model(choice.checkpoint, spec, model.resolution)
+    log.log(logging.INFO if checked.own else logging.DEBUG, "model config: %s", checked.source)
+    return checked.checkpoint, checked.config
 
 
 def _connect_server(options: RunOptions, live: bool) -> Engine:

@@ -18,6 +18,7 @@ from .animator import MotionOptions
 from .controls import controls_help
 from .errors import SettingError
 from .framing import FramingConfig
+from .logs import configure_logging
 from .loop import LoopOptions
 from .marking import MarkingOptions
 from .options import CaptureOptions, ModelOptions, OutputOptions, RunOptions
@@ -47,6 +48,7 @@ def _on_off(parser: argparse._ArgumentGroup, name: str, help_on: str, help_off: 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="run_live.py",
+        usage="%(prog)s --avatar IMAGE [options]\n       %(prog)s verify FILE... [--json]",
         description=(
             "Animate an avatar photo with your face. Live: webcam in, virtual camera out (pick "
             "'Avatarcam' as the camera in Zoom, OBS, Meet or Teams). Offline: a video file, GIF "
@@ -57,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
         "  python run_live.py --avatar avatars/ --input 1 --no-virtual-cam   # preview only\n"
         "  python run_live.py --avatar me.jpg --input clip.mp4 --output out.mp4",
         formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument_group(
+        "commands",
+        "verify FILE...        check images, videos or folders for avatarcam's watermark\n"
+        "                      and Content Credentials (run_live.py verify --help)",
     )
     io = parser.add_argument_group("input and output")
     io.add_argument("--avatar", type=Path, help="avatar image, or a folder of them (1-9 switch)")
@@ -161,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--config",
         default=ModelOptions.config,
         help="preset (vox-256, vox-adv-256, taichi-256, mgif-256, ...) or an original FOMM "
-        "YAML config (default: the checkpoint's catalog config, else vox-256)",
+        "YAML config (default: the checkpoint's own: a YAML beside it with the same name or "
+        "the only one there, one embedded in it, its catalog config; else vox-256)",
     )
     model.add_argument("--resolution", type=int, help="model frame size (default: 256)")
 
@@ -237,8 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--doctor",
         action="store_true",
-        help="check which backends, GPU, virtual camera, cameras and checkpoint work here, "
-        "print the fix for each problem, and exit (0: the live run would work)",
+        help="check which backends, GPU, virtual camera, cameras and checkpoint work here "
+        "for the run the other flags describe (--input, --checkpoint, --config, ...), print "
+        "the fix for each problem, and exit (0: that run would work)",
     )
     _add_marking_flags(parser)
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
@@ -315,6 +324,12 @@ def _add_download_and_recording_flags(
         type=_size,
         help="frame size of a recorded video or PNGs, e.g. 512x512 (default: the model's, "
         "256x256; other shapes are letterboxed)",
+    )
+    io.add_argument(
+        "--no-audio",
+        dest="audio",
+        action="store_false",
+        help="do not copy a driving video's audio into a video --output (kept by default)",
     )
     model.add_argument(
         "--download",
@@ -475,6 +490,7 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
             overwrite=args.overwrite,
             video_fps=args.output_fps,
             video_size=args.output_size,
+            audio=args.audio,
         ),
         crop=args.crop,
         framing=replace(
@@ -508,12 +524,7 @@ def main(argv: list[str] | None = None) -> int:
         return verify_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(message)s",
-        stream=sys.stderr,
-        force=True,
-    )
+    configure_logging(args.verbose)  # libraries' chatter only with -v, marked as theirs
     try:
         if args.doctor:
             from .doctor import DoctorOptions, run_doctor
@@ -526,6 +537,9 @@ def main(argv: list[str] | None = None) -> int:
                     checkpoint=args.checkpoint,
                     camera=args.input,
                     virtual_camera_device=args.virtual_cam_device,
+                    virtual_camera=args.virtual_cam,
+                    config=args.config,
+                    resolution=args.resolution,
                 )
             )
         if args.list_cameras:

@@ -3,8 +3,9 @@
 Runs every probe of :mod:`live.probes` and :mod:`live.io_probes`, each bounded in time and
 unable to crash the doctor, works out which backend ``--backend auto`` would start from what
 actually loaded, and prints the findings by section, then every problem with the one command
-that fixes it. Exit status 0 when the default live run (webcam -> virtual camera) would work,
-1 when it would not.
+that fixes it. It checks the run the other flags describe: a file or folder --input is opened
+(no camera is probed), a --checkpoint is loaded against its config as the run loads it. Exit
+status 0 when that run (by default webcam -> virtual camera) would work, 1 when it would not.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ SECTIONS = (
     "Backends",
     "Virtual camera",
     "Cameras",
+    "Input",
     "Checkpoint",
     "Display",
     "Face detector",
@@ -76,13 +78,34 @@ class DoctorOptions:
 
     engine: EngineOptions = field(default_factory=EngineOptions)  # backend, precision, device
     checkpoint: Path | None = None  # --checkpoint; None: the default folders
-    camera: str = "0"  # --input
+    camera: str = "0"  # --input: a camera, or a file or folder (then no camera is probed)
     virtual_camera_device: str | None = None  # --virtual-cam-device
+    virtual_camera: bool | None = None  # --virtual-cam / --no-virtual-cam; None: cameras only
+    config: str | None = None  # --config; None: the checkpoint's own
+    resolution: int | None = None  # --resolution
+
+    @property
+    def live(self) -> bool:
+        """Whether --input is a camera (index or /dev/videoN) rather than a file or folder."""
+        text = str(self.camera).strip()
+        return text.isdigit() or text.startswith("/dev/video")
+
+    def describe(self) -> str:
+        """The run these options would start, in words, for the verdict."""
+        if self.live:
+            if self.camera == "0" and self.virtual_camera is not False:
+                return "the default live run (webcam -> virtual camera)"
+            out = "virtual camera" if self.virtual_camera is not False else "preview"
+            return f"the live run (camera {self.camera} -> {out})"
+        return f"the run from {self.camera}"
 
 
 def default_probes(options: DoctorOptions) -> list[Probe]:
-    """Every probe, in the order they are shown."""
-    return [
+    """Every probe the run of ``options`` needs, in the order they are shown: a file input is
+    opened instead of probing cameras, and the virtual camera only when it would be used."""
+    live = options.live
+    virtual_camera = options.virtual_camera if options.virtual_camera is not None else live
+    probes_list = [
         Probe("GPU", "torch", probes.probe_torch, 60.0, True),
         Probe(
             "Backends",
@@ -101,16 +124,23 @@ def default_probes(options: DoctorOptions) -> list[Probe]:
             True,
         ),
         Probe("Cameras", "cameras", lambda: io_probes.probe_cameras(options.camera), 30.0, True),
+        Probe("Input", "input", lambda: io_probes.probe_input(options.camera), 30.0, True),
         Probe(
             "Checkpoint",
             "checkpoint",
-            lambda: io_probes.probe_checkpoint(options.checkpoint),
-            10.0,
+            lambda: io_probes.probe_checkpoint(
+                options.checkpoint, options.config, options.resolution
+            ),
+            120.0,  # a --checkpoint is read and checked whole, as the run does
             True,
         ),
         Probe("Display", "preview window", io_probes.probe_display, 30.0, False),
         Probe("Face detector", "MediaPipe", io_probes.probe_face_detector, 30.0, True),
     ]
+    skip = {"cameras"} if not live else {"input"}
+    if not virtual_camera:
+        skip.add("virtual camera")
+    return [probe for probe in probes_list if probe.name not in skip]
 
 
 def _gpu_present() -> bool:
@@ -194,8 +224,12 @@ def works(checks: Sequence[Check]) -> bool:
     return not any(c.status == "fail" for c in checks)
 
 
-def render(checks: Sequence[Check], versions: str) -> str:
-    """The doctor's screen."""
+def render(
+    checks: Sequence[Check],
+    versions: str,
+    run: str = "the default live run (webcam -> virtual camera)",
+) -> str:
+    """The doctor's screen; ``run`` names the run it checked, for the verdict."""
     system = f"{platform.system()} {platform.release()} {platform.machine()}"
     lines = [
         f"avatarcam doctor: {system}, Python {platform.python_version()}",
@@ -217,13 +251,18 @@ def render(checks: Sequence[Check], versions: str) -> str:
             lines.append(f"  {number}. {check.name} ({kind}): {check.fix}")
     lines.append("")
     if works(checks):
-        lines.append("Verdict: the default live run (webcam -> virtual camera) would work.")
+        lines.append(f"Verdict: {run} would work.")
     else:
         failed = sum(c.status == "fail" for c in checks)
+        files = not any(c.key in ("input", "checkpoint") and c.status == "fail" for c in checks)
         lines.append(
-            f"Verdict: the default live run (webcam -> virtual camera) would NOT work: "
-            f"{failed} problem(s) marked FAIL. Files still work: python run_live.py --avatar "
-            "me.jpg --input clip.mp4 --output out.mp4"
+            f"Verdict: {run} would NOT work: {failed} problem(s) marked FAIL."
+            + (
+                " Files still work: python run_live.py --avatar me.jpg --input clip.mp4 "
+                "--output out.mp4"
+                if files and "live run" in run
+                else ""
+            )
         )
     return "\n".join(lines)
 
@@ -244,5 +283,5 @@ def run_doctor(
         versions = probes.versions_line()
     except Exception as exc:
         versions = f"unknown ({probes.first_line(exc)})"
-    print(render(checks, versions), file=out, flush=True)
+    print(render(checks, versions, options.describe()), file=out, flush=True)
     return 0 if works(checks) else 1

@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 
 from live.errors import InputError
+from live.logs import native_lines_logged
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
@@ -21,7 +22,8 @@ def quiet_opencv() -> Iterator[None]:
     previous = cv2.utils.logging.getLogLevel()
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     try:
-        yield
+        with native_lines_logged():  # FFmpeg's own lines: [library FFmpeg] with -v only
+            yield
     finally:
         cv2.utils.logging.setLogLevel(previous)
 

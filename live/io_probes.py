@@ -162,8 +162,11 @@ def probe_cameras(camera_input: str = "0") -> list[Check]:
 # --- checkpoint, display, face detector --------------------------------------------------------
 
 
-def probe_checkpoint(checkpoint: Path | None = None) -> list[Check]:
-    """The checkpoint the live run would load."""
+def probe_checkpoint(
+    checkpoint: Path | None = None, config: str | None = None, resolution: int | None = None
+) -> list[Check]:
+    """The checkpoint the run would load; a --checkpoint file is loaded and checked against
+    its config (``config``, or its own) exactly as the run checks it."""
     from export.checkpoint import (
         DEFAULT_CHECKPOINT_NAMES,
         default_checkpoint_dir,
@@ -189,6 +192,7 @@ def probe_checkpoint(checkpoint: Path | None = None) -> list[Check]:
                     "checkpoint",
                 )
             ]
+        return [_loaded_checkpoint(section, path, config, resolution)]
     else:
         try:
             path = find_default_checkpoint()
@@ -201,6 +205,42 @@ def probe_checkpoint(checkpoint: Path | None = None) -> list[Check]:
         detail += ": under 1 MiB, probably an incomplete download"
         return [Check(section, "checkpoint", "fail", detail, fix, "checkpoint")]
     return [Check(section, "checkpoint", "ok", detail, None, "checkpoint")]
+
+
+def _loaded_checkpoint(
+    section: str, path: Path, config: str | None, resolution: int | None
+) -> Check:
+    from export.errors import UserError
+    from export.model_choice import choose_model
+
+    try:
+        checked = choose_model(path, config, resolution)
+    except UserError as exc:
+        lines = str(exc).splitlines()
+        fix = lines[-1] if len(lines) > 1 else "pass another --checkpoint, or the --config it needs"
+        return Check(section, "checkpoint", "fail", lines[0], fix, "checkpoint")
+    detail = f"{path.resolve()} loads with the config {checked.source}"
+    return Check(section, "checkpoint", "ok", detail, None, "checkpoint")
+
+
+def probe_input(spec: str) -> list[Check]:
+    """A file or folder --input: whether it opens and delivers a first frame."""
+    from export.errors import UserError
+
+    from .sources import open_source
+
+    try:
+        with open_source(spec) as source:
+            size = source.size or (0, 0)
+            count = source.frame_count
+            fps = f"{source.fps:g} fps" if source.fps else "rate unknown"
+    except UserError as exc:
+        lines = str(exc).splitlines()
+        fix = " ".join(lines[1:]) or "pass another --input"
+        return [Check("Input", "input", "fail", lines[0], fix, "input")]
+    frames = f"{count} frames" if count else "frame count unknown"
+    detail = f"{spec} opens: {size[0]}x{size[1]}, {frames}, {fps}"
+    return [Check("Input", "input", "ok", detail, None, "input")]
 
 
 def probe_display(timeout: float = 15.0) -> list[Check]:

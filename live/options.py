@@ -55,6 +55,7 @@ class OutputOptions:
     overwrite: bool = False  # replace what an earlier run wrote to ``file``
     video_fps: float | None = None  # frame rate of a video ``file``; None: the input's rate
     video_size: tuple[int, int] | None = None  # video/PNG frame size; None: the model's
+    audio: bool = True  # carry a driving video's audio into a video ``file`` (live.audio)
 
 
 @dataclass(frozen=True)

@@ -74,6 +74,8 @@ def verify_file(path: Path) -> Report:
     scores: list[float] = []
     versions: list[int] = []
     try:
+        if path.is_dir():
+            raise ValueError(f"a folder with no images in it ({', '.join(IMAGE_EXTENSIONS)})")
         if not path.is_file():
             raise ValueError("no such file")
         for frame in _frames(path):

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from engines.frames import image_to_input, output_to_image
+from engines.frames import NonFiniteOutput, image_to_input, output_to_image
 
 
 def test_image_to_input_is_exact_and_reuses_the_buffer() -> None:
@@ -27,3 +28,18 @@ def test_output_to_image_rounds_clips_and_reuses_buffers() -> None:
     assert result[0, :, 0].tolist() == [0, 0, 2, 127, 255, 255, 0]
     round_trip = output_to_image(image_to_input(result))
     assert np.array_equal(round_trip, result)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_output_that_is_not_finite_is_an_error_never_a_frame(bad: float) -> None:
+    prediction = np.full((1, 3, 4, 4), 0.5, np.float32)
+    prediction[0, 1, 2, 3] = bad
+    out = np.full((4, 4, 3), 7, np.uint8)
+    with pytest.raises(NonFiniteOutput, match="1 of 48 values that are not finite"):
+        output_to_image(prediction, out)
+    assert (out == 7).all()  # nothing was written
+
+
+def test_huge_finite_values_are_still_a_frame() -> None:
+    prediction = np.full((1, 3, 4, 4), 1e36, np.float32)  # the sum overflows, no value does
+    assert (output_to_image(prediction) == 255).all()
