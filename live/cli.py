@@ -22,6 +22,7 @@ from .loop import LoopOptions
 from .marking import MarkingOptions
 from .options import CaptureOptions, ModelOptions, OutputOptions, RunOptions
 from .startup import IncompleteRun
+from .timing import timing_mode
 from .virtualcam import VirtualCameraConfig
 
 log = logging.getLogger("avatarcam")
@@ -76,11 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--list-cameras", action="store_true", help="list cameras and exit")
     io.add_argument("--camera-size", type=_size, help="camera size to request, e.g. 1280x720")
     io.add_argument("--camera-fps", type=float, help="camera frame rate to request")
-    _on_off(
-        io,
-        "realtime",
-        "pace a file input like a camera, dropping frames the loop cannot keep up with",
-        "process every frame (the default for files)",
+    io.add_argument(
+        "--pace",
+        choices=("realtime", "every"),
+        help="file inputs: 'realtime' plays the file at its own rate like a camera (frames the "
+        "loop cannot keep up with are dropped; a recording plays as long as the input), "
+        "'every' processes every frame as fast as possible (the default for files)",
     )
 
     vcam = parser.add_argument_group("virtual camera and preview")
@@ -446,7 +448,7 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
             width=width,
             height=height,
             fps=args.camera_fps,
-            realtime=args.realtime,
+            timing=timing_mode(False, args.pace) if args.pace else None,
         ),
         output=OutputOptions(
             file=args.output,

@@ -67,6 +67,11 @@ class FaceCropper:
         self.tracker = FaceTracker(framing)  # smoothing and hold/lost logic
         self._face: FaceBox | None = None
 
+    def reset(self) -> None:
+        """Forget the face tracked so far (the camera view changed, e.g. mirrored)."""
+        self.tracker.reset()
+        self._face = None
+
     @property
     def last_face(self) -> FaceBox | None:
         """The face box found in the last frame (None when none was found)."""

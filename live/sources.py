@@ -34,7 +34,12 @@ class Frame:
 
     image: np.ndarray  # H x W x 3 uint8 RGB
     index: int  # position in the source's stream, 0 for the first frame delivered
-    timestamp: float  # time.perf_counter() when captured
+    timestamp: float  # time.perf_counter() when captured (before decoding), for latency
+    pts: float = 0.0  # presentation time: seconds since the stream began (files: index / fps)
+
+
+#: Frame rate assumed for a file input that announces none.
+DEFAULT_FPS = 25.0
 
 
 class FrameSource(Closing, ABC):
@@ -48,6 +53,8 @@ class FrameSource(Closing, ABC):
         self._size: tuple[int, int] | None = None
         self._fps: float | None = None
         self._frame_count: int | None = None
+        self._captured_at: float | None = None  # set by _grab() at the moment of capture
+        self._origin: float | None = None  # capture time of a live source's first frame
 
     @property
     @abstractmethod
@@ -76,7 +83,10 @@ class FrameSource(Closing, ABC):
 
     @abstractmethod
     def _grab(self) -> np.ndarray | None:
-        """Next RGB image, or ``None`` at the end of the input or when a camera read fails."""
+        """Next RGB image, or ``None`` at the end of the input or when a camera read fails.
+
+        A source that can tell the moment of capture from the decoding (a camera: grab, then
+        retrieve) stores it in ``self._captured_at``; otherwise the read's start is used."""
 
     @abstractmethod
     def _release(self) -> None:
@@ -86,12 +96,21 @@ class FrameSource(Closing, ABC):
         """The next frame, or ``None`` at the end of the input (or a failed camera read)."""
         if self._closed:
             return None
+        self._captured_at = None
+        started = time.perf_counter()
         image = self._grab()
         if image is None:
             return None
-        frame = Frame(image=image, index=self._next_index, timestamp=time.perf_counter())
+        captured = self._captured_at if self._captured_at is not None else started
+        index = self._next_index
+        if self.is_live:  # the capture clock, from the first frame (reopening keeps it)
+            if self._origin is None:
+                self._origin = captured
+            pts = captured - self._origin
+        else:  # the file's own clock
+            pts = index / (self._fps or DEFAULT_FPS)
         self._next_index += 1
-        return frame
+        return Frame(image=image, index=index, timestamp=captured, pts=pts)
 
     def reopen(self) -> None:
         """Release and open the device again (live sources only); raises on failure."""
@@ -134,7 +153,10 @@ class _OpenCVSource(FrameSource):
             return image
         if self._capture is None:
             return None
-        ok, bgr = self._capture.read(self._bgr)
+        if not self._capture.grab():
+            return None
+        self._captured_at = time.perf_counter()  # captured: decoding follows
+        ok, bgr = self._capture.retrieve(self._bgr)
         if not ok or bgr is None:
             return None
         if bgr is not self._bgr:
