@@ -160,8 +160,13 @@ class LiveLoop:
         # stage can run ahead of the engine without overwriting what is being animated.
         self._mirrors = BufferPool()
         self._crops = BufferPool((size, size, 3))
-        lossless = not drops_frames(grabber.mode)
-        self._handoff: Handoff[_Job] = Handoff(lossless, on_drop=self._release)
+        self._lossy = drops_frames(grabber.mode)
+        self._handoff: Handoff[_Job] = Handoff(not self._lossy, on_drop=self._release)
+        # Live and paced: the framing stage frames one frame per animated frame, started so
+        # that it is ready when the animation stage is (see _wait_for_the_engine).
+        self._busy_ms = 0.0  # moving average of the animation stage's time per frame
+        self._framing_ms = 0.0  # moving average of the framing stage's time per frame
+        self._free_at = 0.0  # when the animation stage should take the next job
         self._last_job: _Job | None = None  # the frame shown last, kept for idle refreshes
         self._last_marked: np.ndarray | None = None  # the last frame as the outputs got it
         self._last_pts = 0.0
@@ -280,15 +285,30 @@ class LiveLoop:
         framing_ms = (time.perf_counter() - start) * 1000
         return _Job(frame, camera, crop, face, framing_ms, mirror_buffer, crop_buffer)
 
+    def _wait_for_the_engine(self) -> bool:
+        """Live and paced: wait until the job handed over last was taken, then until the
+        animation stage is about to be free (its average time, less the framing's), so the
+        frame framed next is as fresh as possible and no frame is framed to be dropped.
+        False when the stream ended or the loop stops first."""
+        while not self._handoff.wait_taken(0.1):
+            if self._stop.is_set():
+                return False
+        lead = (self._framing_ms + 5.0) / 1000  # framing time and a margin
+        delay = min(self._free_at - lead - time.perf_counter(), 0.5)
+        return not (delay > 0 and self._stop.wait(delay))
+
     def _framing(self) -> None:
         try:
             while not self._stop.is_set():
+                if self._lossy and not self._wait_for_the_engine():
+                    break
                 frame = self.grabber.get(timeout=0.1)
                 if frame is None:
                     if self.grabber.finished:
                         break
                     continue
                 job = self._frame_job(frame)
+                self._framing_ms = 0.8 * self._framing_ms + 0.2 * job.framing_ms
                 if not self._handoff.put(job):
                     self._release(job)
                     break
@@ -396,7 +416,11 @@ class LiveLoop:
                         break
                     self._idle()
                     continue
+                taken = time.perf_counter()
+                self._free_at = taken + self._busy_ms / 1000
                 self._process(job)
+                busy_ms = (time.perf_counter() - taken) * 1000
+                self._busy_ms = 0.8 * self._busy_ms + 0.2 * busy_ms
             if ended and self.grabber.last_pts is not None:
                 # The input's end (its last frame's time): timed recordings hold the last
                 # frame shown through it, so they play as long as the input even when its
