@@ -32,9 +32,10 @@ import numpy as np
 
 from engines.errors import EngineUnavailable
 
+from .actions import apply_action
 from .animator import Animator
 from .buffers import BufferPool
-from .controls import MOTION_SCALE_STEP, Action
+from .controls import Action
 from .framing import CropBox
 from .grabber import LatestFrameGrabber
 from .handoff import Handoff
@@ -202,56 +203,9 @@ class LiveLoop:
 
     def _apply(self, action: Action, value: object) -> None:
         try:
-            self._apply_action(action, value)
+            apply_action(self, action, value)
         except EngineUnavailable as exc:
             log.warning("could not apply %s now: %s", action.name.lower(), exc)
-
-    def _apply_action(self, action: Action, value: object) -> None:
-        policy = self.policy
-        if action is Action.QUIT:
-            self._stop.set()
-        elif action is Action.NEXT_AVATAR:
-            policy.step_avatar(1)
-        elif action is Action.PREV_AVATAR:
-            policy.step_avatar(-1)
-        elif action is Action.SELECT_AVATAR and isinstance(value, int):
-            policy.select_avatar(value)
-        elif action is Action.RECALIBRATE:
-            policy.restart_calibration()
-            log.info("recalibrating: the next frame with a face is the new reference")
-        elif action is Action.TOGGLE_BEST_FRAME:
-            policy.toggle_best_frame()
-            log.info("best-frame mode %s", "on" if policy.best_frame else "off")
-        elif action is Action.TOGGLE_MIRROR:
-            # The framing stage resets its face tracker when it sees the change; the motion
-            # reference was taken on the other view, so a new one is taken.
-            self.mirror = not self.mirror
-            policy.restart_calibration()
-            log.info("mirror %s", "on" if self.mirror else "off")
-        elif action is Action.TOGGLE_OVERLAY and self.preview is not None:
-            self.preview.overlay = not self.preview.overlay
-        elif action is Action.TOGGLE_STATS and self.preview is not None:
-            self.preview.show_stats = not self.preview.show_stats
-        elif action is Action.TOGGLE_PAUSE:
-            policy.toggle_pause()
-            log.info("paused" if policy.paused else "resumed")
-        elif action in (Action.MOTION_STRONGER, Action.MOTION_WEAKER, Action.SET_MOTION_SCALE):
-            self._set_motion_scale(action, value)
-
-    def _set_motion_scale(self, action: Action, value: object) -> None:
-        from .animator import MOTION_SCALE_RANGE
-
-        low, high = MOTION_SCALE_RANGE
-        if action is Action.SET_MOTION_SCALE:
-            if not isinstance(value, int | float):
-                return
-            scale = float(value)
-        else:
-            step = MOTION_SCALE_STEP if action is Action.MOTION_STRONGER else -MOTION_SCALE_STEP
-            scale = round(self.motion_scale + step, 6)
-        scale = min(high, max(low, scale))
-        self.policy.set_motion_scale(scale)
-        log.info("motion strength x%.1f", scale)
 
     # --- framing thread ------------------------------------------------------------------
 
