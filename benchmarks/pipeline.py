@@ -70,7 +70,7 @@ def measure_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
 
     options = RunOptions(
         avatar=Path(cfg.avatar),
-        capture=CaptureOptions(input=str(cfg.video), realtime=True),
+        capture=CaptureOptions(input=str(cfg.video), timing="paced"),
         output=OutputOptions(virtual_camera=True, preview=False),
         crop=cfg.crop,
         model=ModelOptions(

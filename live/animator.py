@@ -7,13 +7,19 @@ computed by :meth:`Animator.calibrate`, only when the avatar or the reference ch
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from engines import Engine, KeypointArrays
 from engines.frames import image_to_input, output_to_image
-from export.motion import absolute_motion, relative_motion
+from export.motion import MotionTransfer, absolute_motion, relative_motion
+
+from .errors import SettingError
+
+#: The range of --motion-scale.
+MOTION_SCALE_RANGE = (0.0, 3.0)
 
 
 @dataclass(frozen=True)
@@ -22,6 +28,19 @@ class MotionOptions:
 
     relative: bool = True  # relative to a reference frame (FOMM's demo); False: absolute
     adapt_scale: bool = True  # scale the motion by the avatar/reference keypoint hull ratio
+    # Motion strength (relative motion): the keypoints' change from the reference pose is
+    # multiplied by it; 1 as trained, below 1 calmer, above 1 exaggerated.
+    scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        low, high = MOTION_SCALE_RANGE
+        if not (isinstance(self.scale, int | float) and math.isfinite(self.scale)) or not (
+            low <= self.scale <= high
+        ):
+            raise SettingError(
+                f"--motion-scale {self.scale!r} is out of range: expected {low:g} to {high:g} "
+                "(1 moves as trained, 0.5 half as much, 1.5 more)."
+            )
 
 
 @dataclass(frozen=True)
@@ -100,15 +119,24 @@ class Animator:
         self._reference = None
         self._update_motion()
 
-    def _update_motion(self) -> None:
+    def set_motion_scale(self, scale: float) -> None:
+        """Change the motion strength (relative motion; see :class:`MotionOptions`)."""
+        motion = replace(self.motion, scale=float(scale))  # validates
+        self._update_motion(motion)
+        self.motion = motion
+
+    def _update_motion(self, motion: MotionOptions | None = None) -> None:
         engine = self.engine
+        motion = motion or self.motion
         if self._avatar_kp is None:
             return
-        if self.motion.relative and self._reference is not None:
+        if motion.relative and self._reference is not None:
             avatar, ref = self._avatar_kp, self._reference
             transfer = relative_motion(
-                avatar.value, avatar.jacobian, ref.value, ref.jacobian, self.motion.adapt_scale
+                avatar.value, avatar.jacobian, ref.value, ref.jacobian, motion.adapt_scale
             )
+            if motion.scale != 1.0:
+                transfer = _scaled(transfer, avatar.value, ref.value, motion.scale)
         else:
             transfer = absolute_motion(engine.io.num_kp, engine.io.jacobian, engine.io.batch)
         engine.set_motion(transfer)
@@ -126,3 +154,13 @@ class Animator:
             result = self.engine.animate(self._input)
         image = output_to_image(result.prediction, out, self._scratch)
         return AnimatedFrame(image, result.driving)
+
+
+def _scaled(
+    transfer: MotionTransfer, avatar: np.ndarray, reference: np.ndarray, strength: float
+) -> MotionTransfer:
+    """``transfer`` with the keypoint change multiplied by ``strength``:
+    avatar + (driving - reference) * s * strength = driving * (s * strength) + offset."""
+    scale = transfer.scale * np.float32(strength)  # B x 1 x 1
+    offset = np.asarray(avatar, np.float32) - np.asarray(reference, np.float32) * scale  # B x K x 2
+    return MotionTransfer(scale.astype(np.float32), offset.astype(np.float32), transfer.jacobian)

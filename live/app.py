@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from contextlib import ExitStack
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from .grabber import LatestFrameGrabber
 from .loop import FrameRecord, LiveLoop
 from .marking import FrameMarker
 from .options import RunOptions
+from .output_lock import OutputLock, remove_leftovers
 from .outputs import FrameSink, check_output_target, open_output
 from .pipeline import Cropper, FaceCropper, ResizeCropper, prepare_avatars
 from .preview import PreviewWindow, display_available
@@ -55,9 +58,15 @@ def run(
         load_config(options.model.config, options.model.resolution)
     capture = options.capture
     asked_preview = options.output.preview
-    if options.output.file is not None:
-        check_output_target(options.output.file, _input_paths(options), options.output.overwrite)
     with ExitStack() as stack:
+        if options.output.file is not None:
+            # One run per output: locked before it is checked, so the check cannot race.
+            stack.enter_context(OutputLock(options.output.file))
+            remove_leftovers(options.output.file)
+            check_output_target(
+                options.output.file, _input_paths(options), options.output.overwrite
+            )
+        stack.enter_context(_terminate_as_interrupt())
         # Start-up checks, all problems reported at once, before the slow engine build.
         checks = Checks()
         source = checks.enter(
@@ -120,8 +129,7 @@ def run(
         if live:
             log.info(controls_help() if preview else "press Ctrl+C to stop")
 
-        realtime = options.capture.realtime
-        mode = ("latest" if live else "paced") if realtime else "every"
+        timing = options.capture.timing or "offline"  # resolved: never None here
         progress = _progress(source)
 
         def record(frame: FrameRecord, loop: LiveLoop) -> None:
@@ -137,13 +145,12 @@ def run(
                 "disclosing it is now up to you: consider --label."
             )
         loop = LiveLoop(
-            LatestFrameGrabber(source, mode),
+            LatestFrameGrabber(source, timing),
             cropper,
             Animator(engine, options.motion),
             prepared,
             options.loop,
             sinks=sinks,
-            media_fps=None if realtime else (source.fps or 25.0),
             virtual_camera=virtual_camera,
             preview=preview,
             on_frame=record,
@@ -170,17 +177,46 @@ def run_checked(options: RunOptions) -> LiveLoop:
     """:func:`run`, then a check of the result: a file input that ended before the frame count
     it announces, or in which no frame had a face, raises :class:`~live.startup.IncompleteRun`
     (exit status 4) once the output is saved; some frames without a face give a warning."""
-    counts: list[str] = []
-    loop = run(options, on_frame=lambda record, _: counts.append(record.status))
+    report = RunReport(expected=None)  # counts only: nothing is kept per frame
+
+    def count(record: FrameRecord, loop: LiveLoop) -> None:
+        if not loop.grabber.source.is_live:
+            report.count(record.status if options.crop else "")
+
+    loop = run(options, on_frame=count)
     source = loop.grabber.source
     if source.is_live:
         return loop
-    every_frame = loop.grabber.mode == "every"  # not paced: nothing dropped on purpose
-    report = RunReport(expected=source.frame_count if every_frame else None)
-    for status in counts:
-        report.count(status if options.crop else "")
+    every_frame = loop.grabber.mode == "offline"  # not paced: nothing dropped on purpose
+    report.expected = source.frame_count if every_frame else None
     report.finish(str(options.capture.input), live=False)
     return loop
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP (a service manager, a closed terminal): handled like Ctrl+C, so the
+    outputs are closed and saved (a video renamed into place) before the process ends."""
+
+
+@contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """While a run lasts, SIGTERM and SIGHUP raise :class:`Terminated` in the main thread
+    (other threads cannot install handlers: then nothing changes)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(number: int, _frame: object) -> None:
+        raise Terminated(f"stopped by {signal.Signals(number).name}")
+
+    names = ("SIGTERM", "SIGHUP")
+    numbers = [getattr(signal, name) for name in names if hasattr(signal, name)]
+    previous = {number: signal.signal(number, handler) for number in numbers}
+    try:
+        yield
+    finally:
+        for number, old in previous.items():
+            signal.signal(number, old)
 
 
 # The set-up steps of run(), in order. Options passed in are resolved (no automatic values).
@@ -214,6 +250,8 @@ def _open_sinks(
                 output.video_fps or source_fps or 25.0,
                 overwrite=output.overwrite,
                 size=output.video_size,
+                # live and paced runs record on the capture clock: they play in real time
+                timed=options.capture.timing != "offline",
             ),
         )
         sinks = [sink] if sink is not None else []

@@ -23,6 +23,7 @@ from .loop import LoopOptions
 from .marking import MarkingOptions
 from .options import CaptureOptions, ModelOptions, OutputOptions, RunOptions
 from .startup import IncompleteRun
+from .timing import timing_mode
 from .virtualcam import VirtualCameraConfig
 
 log = logging.getLogger("avatarcam")
@@ -83,11 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--list-cameras", action="store_true", help="list cameras and exit")
     io.add_argument("--camera-size", type=_size, help="camera size to request, e.g. 1280x720")
     io.add_argument("--camera-fps", type=float, help="camera frame rate to request")
-    _on_off(
-        io,
-        "realtime",
-        "pace a file input like a camera, dropping frames the loop cannot keep up with",
-        "process every frame (the default for files)",
+    io.add_argument(
+        "--pace",
+        choices=("realtime", "every"),
+        help="file inputs: 'realtime' plays the file at its own rate like a camera (frames the "
+        "loop cannot keep up with are dropped; a recording plays as long as the input), "
+        "'every' processes every frame as fast as possible (the default for files)",
     )
 
     vcam = parser.add_argument_group("virtual camera and preview")
@@ -241,6 +243,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--best-frame",
         action="store_true",
         help="calibrate on the frame whose pose best matches the avatar (key b)",
+    )
+    motion.add_argument(
+        "--motion-scale",
+        type=float,
+        default=MotionOptions.scale,
+        metavar="S",
+        help="motion strength, 0-3: the change from the reference pose is multiplied by S "
+        "(1 as trained, default; lower is calmer and hides keypoint jitter but mutes "
+        "expressions; higher exaggerates them and distorts sooner); keys - and +",
     )
     parser.add_argument(
         "--doctor",
@@ -474,7 +485,7 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
             width=width,
             height=height,
             fps=args.camera_fps,
-            realtime=args.realtime,
+            timing=timing_mode(False, args.pace) if args.pace else None,
         ),
         output=OutputOptions(
             file=args.output,
@@ -509,7 +520,9 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
             allow_insecure_catalog=args.allow_insecure_catalog,
         ),
         engine=_engine_options(args),
-        motion=MotionOptions(relative=args.relative, adapt_scale=args.adapt_scale),
+        motion=MotionOptions(
+            relative=args.relative, adapt_scale=args.adapt_scale, scale=args.motion_scale
+        ),
         loop=LoopOptions(mirror=args.mirror, best_frame=args.best_frame, no_face=args.no_face),
         marking=_marking_options(args),
     )

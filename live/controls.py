@@ -1,4 +1,10 @@
-"""Keyboard controls of the preview window: one table from keys to actions."""
+"""Controls of the live loop: the actions it takes, and one table from the preview window's
+keys to them.
+
+Anything can drive the loop with :meth:`live.loop.LiveLoop.post` (thread-safe): the preview
+window's keys, a test, or a control page. Actions that take a value (an avatar index, a motion
+strength) get it as the second argument.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,7 @@ from enum import Enum
 
 
 class Action(Enum):
-    """What a key press asks the live loop to do."""
+    """What a key press (or another controller) asks the live loop to do."""
 
     NEXT_AVATAR = "next_avatar"
     PREV_AVATAR = "prev_avatar"
@@ -18,7 +24,14 @@ class Action(Enum):
     TOGGLE_OVERLAY = "toggle_overlay"
     TOGGLE_STATS = "toggle_stats"
     TOGGLE_PAUSE = "toggle_pause"
+    MOTION_STRONGER = "motion_stronger"  # motion strength + MOTION_SCALE_STEP
+    MOTION_WEAKER = "motion_weaker"  # motion strength - MOTION_SCALE_STEP
+    SET_MOTION_SCALE = "set_motion_scale"  # comes with the strength (a float)
     QUIT = "quit"
+
+
+#: How much one key press changes the motion strength.
+MOTION_SCALE_STEP = 0.1
 
 
 _SPECIAL_KEYS = {"Esc": 27, "Space": 32}
@@ -50,6 +63,8 @@ KEY_BINDINGS: tuple[KeyBinding, ...] = (
     KeyBinding(("o",), Action.TOGGLE_OVERLAY, "avatar overlay on the camera view (to line up)"),
     KeyBinding(("s",), Action.TOGGLE_STATS, "FPS and latency overlay on/off"),
     KeyBinding(("p", "Space"), Action.TOGGLE_PAUSE, "pause/resume"),
+    KeyBinding(("=", "+"), Action.MOTION_STRONGER, "stronger motion (--motion-scale + 0.1)"),
+    KeyBinding(("-",), Action.MOTION_WEAKER, "weaker motion (--motion-scale - 0.1)"),
     KeyBinding(("q", "Esc"), Action.QUIT, "quit"),
 )
 

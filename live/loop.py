@@ -1,11 +1,16 @@
-"""The per-frame loop: capture -> face framing -> animation -> outputs, pipelined.
+"""The per-frame loop's scheduler: capture -> face framing -> animation -> outputs, pipelined.
 
 Three stages overlap: the capture thread (:class:`~live.grabber.LatestFrameGrabber`) reads the
 camera, the framing thread finds the face and cuts the crop, and the calling thread animates
-and sends the frame to the outputs (and runs the preview window, which must live on it). Each
-stage hands the next one only its newest item: with a camera, a slow stage makes the others
-drop stale frames instead of queueing them, so latency never builds up. With a file input every
-frame is processed in order (nothing is dropped) unless real-time pacing is asked for.
+and sends the frame to the outputs (and runs the preview window, which must live on it). The
+timing mode (:mod:`live.timing`, the grabber's) decides the hand-overs: ``live`` and ``paced``
+hand on only the newest item, so a slow stage makes the others drop stale frames instead of
+queueing them and latency never builds up; ``offline`` processes every frame in order.
+
+What is shown for each frame (pause, no face, engine down, best frame, avatar switches) is
+decided by the pure :class:`~live.policy.FramePolicy`; the outputs are :mod:`live.sinks`
+objects with one ``send``. Every frame carries its capture time (latency) and presentation
+time (the face tracker's clock and the recording's timestamps) from the source to the outputs.
 
 Stages hand over through :class:`~live.handoff.Handoff`. The mirrored camera image and the crop
 of a frame live in pooled buffers (:class:`~live.buffers.BufferPool`) that the frame holds until
@@ -21,14 +26,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
 
 import cv2
 import numpy as np
 
 from engines.errors import EngineUnavailable
 
-from .animator import Animator, normalized_keypoints
+from .actions import apply_action
+from .animator import Animator
 from .buffers import BufferPool
 from .controls import Action
 from .framing import CropBox
@@ -36,8 +41,11 @@ from .grabber import LatestFrameGrabber
 from .handoff import Handoff
 from .outputs import FrameSink
 from .pipeline import Crop, Cropper, PreparedAvatar
+from .policy import FramePolicy, NoFace
 from .preview import PreviewWindow
+from .sinks import FileOutput, Output, OutputFrame, PreviewOutput, VirtualCameraOutput
 from .sources import Frame
+from .timing import drops_frames
 from .virtualcam import VirtualCamera
 
 log = logging.getLogger("avatarcam")
@@ -45,12 +53,11 @@ log = logging.getLogger("avatarcam")
 
 @dataclass(frozen=True)
 class LoopOptions:
-    """Behaviour of the live loop."""
+    """Behaviour of the live loop (the timing mode is the grabber's)."""
 
     mirror: bool = False  # flip the camera image horizontally (a selfie view)
     best_frame: bool = False  # start in best-frame calibration mode
-    no_face: Literal["hold", "rest"] = "hold"  # without a face: last frame, or avatar at rest
-    lossless: bool = False  # hand every frame through every stage (files); False: newest only
+    no_face: NoFace = "hold"  # without a face: last frame, or avatar at rest
     show_stats: bool = True  # FPS and latency overlay in the preview
     overlay: bool = False  # avatar overlay on the camera view, to line the face up
 
@@ -67,6 +74,7 @@ class FrameRecord:
     avatar: int  # index of the avatar shown
     latency_ms: float  # capture -> frame sent to the outputs
     stages_ms: dict[str, float] = field(default_factory=dict)  # per-stage durations
+    pts: float = 0.0  # presentation time of the frame (seconds)
 
 
 @dataclass(frozen=True)
@@ -114,35 +122,37 @@ class LiveLoop:
         options: LoopOptions = LoopOptions(),
         *,
         sinks: list[FrameSink] | None = None,
-        media_fps: float | None = None,
         virtual_camera: VirtualCamera | None = None,
         preview: PreviewWindow | None = None,
+        outputs: list[Output] | None = None,
         on_frame: Callable[[FrameRecord, LiveLoop], None] | None = None,
-        marker: Callable[[np.ndarray], np.ndarray] | None = None,
+        marker: Callable[..., np.ndarray] | None = None,
     ):
-        if not avatars:
-            raise ValueError("LiveLoop needs at least one avatar")
-        self.grabber = grabber  # capture stage, started by run()
+        self.grabber = grabber  # capture stage, started by run(); its mode is the timing mode
         self.cropper = cropper  # framing stage
         self.animator = animator  # engine and motion state
+        self.policy = FramePolicy(
+            animator, avatars, no_face=options.no_face, best_frame=options.best_frame
+        )
         self.avatars = avatars  # framed avatar photos
         self.options = options
-        self.sinks = sinks or []  # file outputs
-        # Frame rate of a file processed frame by frame: the face tracker then runs on media
-        # time (index / fps) rather than on how fast frames happen to be processed.
-        self.media_fps = media_fps
         self.virtual_camera = virtual_camera
         self.preview = preview
+        # Where frames go: file sinks, the virtual camera, the preview, and any others given.
+        self.outputs: list[Output] = [FileOutput(sink) for sink in sinks or []]
+        if virtual_camera is not None:
+            self.outputs.append(VirtualCameraOutput(virtual_camera))
+        if preview is not None:
+            self.outputs.append(PreviewOutput(preview, self.post))
+        self.outputs += outputs or []
         self.on_frame = on_frame  # called after each frame (tests, logging)
-        # Marks each animated frame as synthetic (live.marking.FrameMarker) before any output
-        # sees it; its time is the "watermark" stage.
+        # Marks each frame as synthetic (live.marking.FrameMarker) before any output sees it;
+        # called with the frame and whether the engine made it. Its time is the "watermark"
+        # stage.
         self.marker = marker
-        self.avatar_index = 0
         self.mirror = options.mirror
-        self.best_frame = options.best_frame
-        self.paused = False
         self.frames_out = 0
-        self._actions: queue.SimpleQueue[tuple[Action, int | None]] = queue.SimpleQueue()
+        self._actions: queue.SimpleQueue[tuple[Action, object]] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._stats = _Stats()
         size = animator.resolution
@@ -151,74 +161,53 @@ class LiveLoop:
         # stage can run ahead of the engine without overwriting what is being animated.
         self._mirrors = BufferPool()
         self._crops = BufferPool((size, size, 3))
-        self._handoff: Handoff[_Job] = Handoff(options.lossless, on_drop=self._release)
+        self._lossy = drops_frames(grabber.mode)
+        self._handoff: Handoff[_Job] = Handoff(not self._lossy, on_drop=self._release)
+        # Live and paced: the framing stage frames one frame per animated frame, started so
+        # that it is ready when the animation stage is (see _wait_for_the_engine).
+        self._busy_ms = 0.0  # moving average of the animation stage's time per frame
+        self._framing_ms = 0.0  # moving average of the framing stage's time per frame
+        self._free_at = 0.0  # when the animation stage should take the next job
         self._last_job: _Job | None = None  # the frame shown last, kept for idle refreshes
-        self._best_distance = float("inf")
-        self._avatar_norm: np.ndarray | None = None
-        self._last_output: np.ndarray | None = None
         self._last_marked: np.ndarray | None = None  # the last frame as the outputs got it
+        self._last_pts = 0.0
         self._last_status = ""
-        self._last_sent = 0.0
-        self._out = np.empty((size, size, 3), np.uint8)
+        self._framed_mirror = options.mirror  # the mirror setting the framing stage last used
 
-    # --- control -----------------------------------------------------------------------------
+    # --- control (any thread) ------------------------------------------------------------
 
-    def post(self, action: Action, index: int | None = None) -> None:
-        """Ask for an action (thread-safe); applied before the next frame."""
-        self._actions.put((action, index))
+    def post(self, action: Action, value: object = None) -> None:
+        """Ask for an action (thread-safe); applied before the next frame. ``value``: the
+        avatar index of SELECT_AVATAR, the strength of SET_MOTION_SCALE."""
+        self._actions.put((action, value))
 
     def stop(self) -> None:
         self._stop.set()
 
-    def select_avatar(self, index: int) -> None:
-        if not 0 <= index < len(self.avatars):
-            log.info("there is no avatar %d (%d loaded)", index + 1, len(self.avatars))
-            return
-        self.avatar_index = index
-        avatar = self.avatars[index]
-        self.animator.set_avatar(avatar.image)
-        self._avatar_norm = normalized_keypoints(self.animator.avatar_keypoints.value)
-        if self.best_frame:
-            self._restart_best_frame()
-        log.info("avatar %d/%d: %s", index + 1, len(self.avatars), avatar.name)
+    @property
+    def avatar_index(self) -> int:
+        """The avatar shown (0-based)."""
+        return self.policy.avatar_index
 
-    def _restart_best_frame(self) -> None:
-        self._best_distance = float("inf")
-        self.animator.reset_calibration()
+    @property
+    def paused(self) -> bool:
+        return self.policy.paused
 
-    def _apply(self, action: Action, index: int | None) -> None:
+    @property
+    def best_frame(self) -> bool:
+        return self.policy.best_frame
+
+    @property
+    def motion_scale(self) -> float:
+        return self.animator.motion.scale
+
+    def _apply(self, action: Action, value: object) -> None:
         try:
-            self._apply_action(action, index)
+            apply_action(self, action, value)
         except EngineUnavailable as exc:
             log.warning("could not apply %s now: %s", action.name.lower(), exc)
 
-    def _apply_action(self, action: Action, index: int | None) -> None:
-        if action is Action.QUIT:
-            self._stop.set()
-        elif action is Action.NEXT_AVATAR:
-            self.select_avatar((self.avatar_index + 1) % len(self.avatars))
-        elif action is Action.PREV_AVATAR:
-            self.select_avatar((self.avatar_index - 1) % len(self.avatars))
-        elif action is Action.SELECT_AVATAR and index is not None:
-            self.select_avatar(index)
-        elif action is Action.RECALIBRATE:
-            self._restart_best_frame()
-            log.info("recalibrating: the next frame with a face is the new reference")
-        elif action is Action.TOGGLE_BEST_FRAME:
-            self.best_frame = not self.best_frame
-            self._restart_best_frame()
-            log.info("best-frame mode %s", "on" if self.best_frame else "off")
-        elif action is Action.TOGGLE_MIRROR:
-            self.mirror = not self.mirror
-        elif action is Action.TOGGLE_OVERLAY and self.preview is not None:
-            self.preview.overlay = not self.preview.overlay
-        elif action is Action.TOGGLE_STATS and self.preview is not None:
-            self.preview.show_stats = not self.preview.show_stats
-        elif action is Action.TOGGLE_PAUSE:
-            self.paused = not self.paused
-            log.info("paused" if self.paused else "resumed")
-
-    # --- framing thread ------------------------------------------------------------------------
+    # --- framing thread ------------------------------------------------------------------
 
     def _release(self, job: _Job) -> None:
         """Return a job's buffers to their pools; the job must not be used afterwards."""
@@ -230,14 +219,19 @@ class LiveLoop:
     def _frame_job(self, frame: Frame) -> _Job:
         """Mirror (when asked) and crop one camera frame into buffers the job holds."""
         start = time.perf_counter()
+        mirror = self.mirror
+        if mirror != self._framed_mirror:  # the face moved to the other side: track anew
+            self._framed_mirror = mirror
+            reset = getattr(self.cropper, "reset", None)
+            if reset is not None:
+                reset()
         mirror_buffer = None
         camera = frame.image
-        if self.mirror:
+        if mirror:
             mirror_buffer = self._mirrors.acquire(frame.image.shape)
             camera = cv2.flip(frame.image, 1, dst=mirror_buffer)
-        clock = frame.index / self.media_fps if self.media_fps else frame.timestamp
         crop_buffer: np.ndarray | None = self._crops.acquire()
-        crop = self.cropper(camera, clock, crop_buffer)
+        crop = self.cropper(camera, frame.pts, crop_buffer)
         if crop.image is None:
             self._crops.release(crop_buffer)
             crop_buffer = None
@@ -245,15 +239,32 @@ class LiveLoop:
         framing_ms = (time.perf_counter() - start) * 1000
         return _Job(frame, camera, crop, face, framing_ms, mirror_buffer, crop_buffer)
 
+    def _wait_for_the_engine(self) -> bool:
+        """Live and paced: wait until the job handed over last was taken, then until the
+        animation stage is about to be free (its average time, less the framing's), so the
+        frame framed next is as fresh as possible and no frame is framed to be dropped.
+        False when the stream ended or the loop stops first."""
+        while not self._handoff.wait_taken(0.1):
+            if self._stop.is_set():
+                return False
+        # Framing time, the wait for the camera's next frame and its decoding, a margin.
+        period = 1 / (self.grabber.measured_fps or self.grabber.source.fps or 30.0)
+        lead = (self._framing_ms + 5.0) / 1000 + period
+        delay = min(self._free_at - lead - time.perf_counter(), 0.5)
+        return not (delay > 0 and self._stop.wait(delay))
+
     def _framing(self) -> None:
         try:
             while not self._stop.is_set():
+                if self._lossy and not self._wait_for_the_engine():
+                    break
                 frame = self.grabber.get(timeout=0.1)
                 if frame is None:
                     if self.grabber.finished:
                         break
                     continue
                 job = self._frame_job(frame)
+                self._framing_ms = 0.8 * self._framing_ms + 0.2 * job.framing_ms
                 if not self._handoff.put(job):
                     self._release(job)
                     break
@@ -262,51 +273,11 @@ class LiveLoop:
         else:
             self._handoff.close()
 
-    # --- main thread ---------------------------------------------------------------------------
+    # --- main thread ---------------------------------------------------------------------
 
-    def _animate(self, job: _Job) -> tuple[np.ndarray, str]:
-        if self.paused:
-            return self.animator.rest_image, "paused: showing the avatar at rest"
-        if job.crop.image is None:
-            if self.options.no_face == "hold" and self._last_output is not None:
-                return self._last_output, "no face: holding the last frame"
-            return self.animator.rest_image, "no face: showing the avatar at rest"
-        try:
-            animated = self.animator.animate(job.crop.image, self._out)
-        except EngineUnavailable as exc:  # a remote server reconnecting: keep the loop alive
-            held = self._last_output
-            return (held if held is not None else self.animator.rest_image), f"engine: {exc}"
-        if self.best_frame and self._avatar_norm is not None:
-            distance = float(
-                np.sum((normalized_keypoints(animated.keypoints.value) - self._avatar_norm) ** 2)
-            )
-            if distance < self._best_distance:
-                self._best_distance = distance
-                self.animator.calibrate(animated.keypoints)
-        self._last_output = animated.image
-        status = "holding the last face position" if job.crop.status == "holding" else "ok"
-        return animated.image, status
-
-    def _send(self, image: np.ndarray) -> None:
-        for sink in self.sinks:
-            sink.write(image)
-        if self.virtual_camera is not None:
-            self.virtual_camera.send(image)
-            self._last_sent = time.perf_counter()
-
-    def _show(self, camera: np.ndarray | None, image: np.ndarray | None, box, status: str) -> None:
-        if self.preview is None or camera is None:
-            return
-        key = self.preview.show(camera, image, box, self._stats.values, status)
-        if self.preview.closed:
-            log.info("preview window closed: quitting")
-            self._stop.set()
-        elif key is not None:
-            from .controls import action_for_key
-
-            found = action_for_key(key)
-            if found is not None:
-                self.post(*found)
+    def _send(self, frame: OutputFrame) -> None:
+        for output in self.outputs:
+            output.send(frame)
 
     def _idle(self) -> None:
         """No new frame: keep the preview responsive and the virtual camera fed."""
@@ -315,21 +286,81 @@ class LiveLoop:
             self._last_status = status
             if status not in ("ok", "end of input"):
                 log.warning("camera: %s", status)
-        camera = self.virtual_camera
-        now = time.perf_counter()
-        output = self._last_marked
-        if output is not None and camera is not None and now - self._last_sent >= 1 / camera.fps:
-            camera.send(output)
-            self._last_sent = now
-        camera_image = None if self._last_job is None else self._last_job.camera
-        self._show(camera_image, self._last_marked, None, f"camera: {status}")
+        job = self._last_job
+        self._send(
+            OutputFrame(
+                self._last_marked,
+                self._last_pts,
+                "refresh",
+                camera=None if job is None else job.camera,
+                status=f"camera: {status}",
+                stats=self._stats.values,
+            )
+        )
+
+    def _process(self, job: _Job) -> None:
+        start = time.perf_counter()
+        shown = self.policy.frame(job.crop.image, holding=job.crop.status == "holding")
+        animated = time.perf_counter()
+        image = shown.image
+        if self.marker is not None:
+            image = self.marker(image, shown.from_engine)
+        marked = time.perf_counter()
+        self._last_marked, self._last_pts = image, job.frame.pts
+        self._stats.values["motion scale"] = self.motion_scale
+        self._send(
+            OutputFrame(
+                image,
+                job.frame.pts,
+                camera=job.camera,
+                box=job.crop.box,
+                status=shown.status,
+                stats=self._stats.values,
+            )
+        )
+        sent = time.perf_counter()
+        latency = (sent - job.frame.timestamp) * 1000
+        stages = {
+            "framing": job.framing_ms,
+            "inference": (animated - start) * 1000,
+            **({"watermark": (marked - animated) * 1000} if self.marker else {}),
+            "output": (sent - marked) * 1000,
+            "latency": latency,
+        }
+        rtt = self.animator.round_trip_ms
+        if rtt is not None:  # the remote backend: the frame's round trip to the server
+            stages["rtt"] = rtt
+        for name, value in stages.items():
+            self._stats.add(name, value)
+        self._stats.tick(sent)
+        previous, self._last_job = self._last_job, job
+        if previous is not None:
+            self._release(previous)
+        self.frames_out += 1
+        if self.on_frame is not None:
+            record = FrameRecord(
+                index=job.frame.index,
+                status=shown.status,
+                crop_status=job.crop.status,
+                box=job.crop.box,
+                face=job.face,
+                avatar=self.avatar_index,
+                latency_ms=latency,
+                stages_ms=stages,
+                pts=job.frame.pts,
+            )
+            self.on_frame(record, self)
 
     def run(self) -> int:
         """Run until the end of the input or quit; returns the number of frames sent."""
-        self.select_avatar(self.avatar_index)
+        try:
+            self.policy.select_avatar(self.avatar_index)
+        except EngineUnavailable as exc:  # set again with the first frame
+            log.warning("could not set the avatar yet: %s", exc)
         self.grabber.start()
         framing = threading.Thread(target=self._framing, name="framing", daemon=True)
         framing.start()
+        ended = False
         try:
             while not self._stop.is_set():
                 while not self._actions.empty():
@@ -337,49 +368,20 @@ class LiveLoop:
                 job = self._handoff.get(timeout=0.05)
                 if job is None:
                     if self._handoff.finished:
+                        ended = True
                         break
                     self._idle()
                     continue
-                start = time.perf_counter()
-                image, status = self._animate(job)
-                animated = time.perf_counter()
-                if self.marker is not None:
-                    image = self.marker(image)
-                marked = time.perf_counter()
-                self._last_marked = image
-                self._send(image)
-                sent = time.perf_counter()
-                latency = (sent - job.frame.timestamp) * 1000
-                stages = {
-                    "framing": job.framing_ms,
-                    "inference": (animated - start) * 1000,
-                    **({"watermark": (marked - animated) * 1000} if self.marker else {}),
-                    "output": (sent - marked) * 1000,
-                    "latency": latency,
-                }
-                rtt = self.animator.round_trip_ms
-                if rtt is not None:  # the remote backend: the frame's round trip to the server
-                    stages["rtt"] = rtt
-                for name, value in stages.items():
-                    self._stats.add(name, value)
-                self._stats.tick(sent)
-                self._show(job.camera, image, job.crop.box, status)
-                previous, self._last_job = self._last_job, job
-                if previous is not None:
-                    self._release(previous)
-                self.frames_out += 1
-                if self.on_frame is not None:
-                    record = FrameRecord(
-                        index=job.frame.index,
-                        status=status,
-                        crop_status=job.crop.status,
-                        box=job.crop.box,
-                        face=job.face,
-                        avatar=self.avatar_index,
-                        latency_ms=latency,
-                        stages_ms=stages,
-                    )
-                    self.on_frame(record, self)
+                taken = time.perf_counter()
+                self._free_at = taken + self._busy_ms / 1000
+                self._process(job)
+                busy_ms = (time.perf_counter() - taken) * 1000
+                self._busy_ms = 0.8 * self._busy_ms + 0.2 * busy_ms
+            if ended and self.grabber.last_pts is not None:
+                # The input's end (its last frame's time): timed recordings hold the last
+                # frame shown through it, so they play as long as the input even when its
+                # last frames were dropped.
+                self._send(OutputFrame(self._last_marked, self.grabber.last_pts, "end"))
         finally:
             self._stop.set()
             self._handoff.cancel()

@@ -114,13 +114,14 @@ class FrameMarker:
 
     ``engine_marks`` is True when the engine's frames already carry the watermark (an engine
     whose ``marks_frames`` attribute is True, e.g. a server that marks what it returns): the
-    pattern is additive, so it is not embedded twice.
+    pattern is additive, so it is not embedded twice in those; frames made here (the avatar at
+    rest, shown while paused, without a face or with the engine down) still get it.
     """
 
     def __init__(self, options: MarkingOptions, resolution: int, engine_marks: bool = False):
         self.options = options
-        embed = options.watermark and not engine_marks
-        self._watermarker = Watermarker(resolution) if embed else None
+        self.engine_marks = engine_marks
+        self._watermarker = Watermarker(resolution) if options.watermark else None
         self._label = Label(options.label, resolution, resolution) if options.label else None
         self._out = np.empty((resolution, resolution, 3), np.uint8)
 
@@ -129,9 +130,10 @@ class FrameMarker:
         """True when frames are changed at all."""
         return self._watermarker is not None or self._label is not None
 
-    def __call__(self, image: np.ndarray) -> np.ndarray:
-        """The marked frame (a buffer reused on the next call)."""
-        if self._watermarker is not None:
+    def __call__(self, image: np.ndarray, from_engine: bool = True) -> np.ndarray:
+        """The marked frame (a buffer reused on the next call); ``from_engine``: the engine
+        made ``image`` (False for the avatar at rest)."""
+        if self._watermarker is not None and not (self.engine_marks and from_engine):
             self._watermarker.embed(image, self._out)
         else:
             self._out[...] = image

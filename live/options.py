@@ -17,6 +17,7 @@ from .animator import MotionOptions
 from .framing import FramingConfig
 from .loop import LoopOptions
 from .marking import MarkingOptions
+from .timing import TimingMode
 from .virtualcam import VirtualCameraConfig
 
 
@@ -41,7 +42,7 @@ class CaptureOptions:
     width: int | None = None  # camera width to request; None: the camera's default
     height: int | None = None  # camera height to request
     fps: float | None = None  # camera rate to request
-    realtime: bool | None = None  # pace file inputs like a camera; None: cameras only
+    timing: TimingMode | None = None  # live.timing: live, paced or offline; None: from input
 
 
 @dataclass(frozen=True)
@@ -75,18 +76,20 @@ class RunOptions:
 
     def resolved(self, live: bool) -> RunOptions:
         """These options with every automatic (``None``) choice made for a camera input
-        (``live``) or a file input: virtual camera and preview on for cameras only, file inputs
-        processed frame by frame (lossless) unless real-time pacing is asked for."""
-        realtime = self.capture.realtime if self.capture.realtime is not None else live
+        (``live``) or a file input: virtual camera and preview on for cameras only, the timing
+        mode (:mod:`live.timing`): ``live`` for cameras, the asked mode (else ``offline``) for
+        files."""
+        timing = "live" if live else self.capture.timing or "offline"
+        if timing == "live" and not live:
+            timing = "paced"  # a file asked to behave like a camera is played at its rate
         virtual_camera = self.output.virtual_camera
         preview = self.output.preview
         return replace(
             self,
-            capture=replace(self.capture, realtime=realtime),
+            capture=replace(self.capture, timing=timing),
             output=replace(
                 self.output,
                 virtual_camera=live if virtual_camera is None else virtual_camera,
                 preview=live if preview is None else preview,
             ),
-            loop=replace(self.loop, lossless=not realtime),
         )

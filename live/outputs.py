@@ -79,6 +79,11 @@ class FrameSink(Closing, ABC):
     def write(self, image: np.ndarray) -> None:
         """Write one H x W x 3 uint8 RGB frame."""
 
+    def send(self, image: np.ndarray, pts: float) -> None:
+        """Write one frame shown from ``pts`` (seconds on the stream's clock) on; sinks without
+        timing (a folder of PNGs) write it as the next frame."""
+        self.write(image)
+
     @abstractmethod
     def close(self) -> None:
         """Flush and close; an output that received no frame is removed."""
@@ -136,10 +141,19 @@ class PngFolderSink(FrameSink):
 
 
 class VideoFileSink(FrameSink):
-    """A video file through PyAV (FFmpeg); the encoder is opened at the first frame."""
+    """A video file through PyAV (FFmpeg); the encoder is opened at the first frame.
 
-    def __init__(self, path: Path, fps: float, size: tuple[int, int] | None = None):
+    ``timed`` (live and paced runs): :meth:`send` places each frame at its presentation time
+    on the constant rate ``fps``, repeating the previous frame over the slots in between and
+    skipping a frame whose slot is taken, so the recording plays as long as the run showed it.
+    Otherwise (and with :meth:`write`) each frame is the next one in the file.
+    """
+
+    def __init__(
+        self, path: Path, fps: float, size: tuple[int, int] | None = None, *, timed: bool = False
+    ):
         super().__init__(path, size)
+        self.timed = timed  # place frames by their presentation time
         if fps <= 0:
             raise ValueError(f"fps must be positive, got {fps}")
         self.fps = fps  # frames per second written into the file
@@ -149,6 +163,8 @@ class VideoFileSink(FrameSink):
         self._container = None
         self._stream = None
         self._rate = Fraction(fps).limit_denominator(1001)
+        self._origin: float | None = None  # presentation time of the first frame (timed)
+        self._shown = None  # the last av.VideoFrame encoded, repeated over gaps (timed)
 
     def _open(self, width: int, height: int) -> None:
         try:
@@ -175,12 +191,46 @@ class VideoFileSink(FrameSink):
         self._stream = stream
 
     def write(self, image: np.ndarray) -> None:
+        self._encode(self._frame(image))
+
+    def send(self, image: np.ndarray, pts: float) -> None:
+        if not self.timed:
+            self.write(image)
+            return
+        if self._origin is None:
+            self._origin = pts
+        slot = round((pts - self._origin) * self._rate)
+        if self._shown is not None:
+            self.hold_until(pts)
+            if slot < self.count:  # this slot already holds a frame: the newest is kept
+                self._shown = self._frame(image)
+                return
+        self._encode(self._frame(image))
+
+    def hold_until(self, pts: float) -> None:
+        """Timed: repeat the frame shown last over the slots before ``pts`` (the end of the
+        input, or a gap before the next frame)."""
+        if self._shown is None or self._origin is None:
+            return
+        slot = round((pts - self._origin) * self._rate)
+        while self.count < slot:
+            self._encode(self._shown)
+
+    def finish(self, pts: float) -> None:
+        """Timed: the input's last frame was at ``pts``; hold the frame shown last through
+        its slot, so the recording ends where the input did."""
+        if self.timed and self._origin is not None:
+            self.hold_until(pts + 1 / float(self._rate))
+
+    def _frame(self, image: np.ndarray):
         import av
 
         image = self._sized(image)
         if self._stream is None:
             self._open(image.shape[1], image.shape[0])
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+        return av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+
+    def _encode(self, frame) -> None:
         frame.pts = self.count
         frame.time_base = 1 / self._rate
         try:
@@ -188,6 +238,7 @@ class VideoFileSink(FrameSink):
                 self._container.mux(packet)
         except OSError as exc:
             raise _write_failed(self.path, exc) from None
+        self._shown = frame
         self.count += 1
 
     def _discard(self) -> None:
@@ -296,11 +347,13 @@ def open_output(
     *,
     overwrite: bool = False,
     size: tuple[int, int] | None = None,
+    timed: bool = False,
 ) -> FrameSink:
     """A folder (no suffix, or an existing folder) or a video file by suffix.
 
     Checks that the path can be written before any frame is computed. ``size`` (width,
-    height) resizes the frames (letterboxed); None keeps the model's size.
+    height) resizes the frames (letterboxed); None keeps the model's size. ``timed``: a video
+    is written on the frames' presentation times (see :class:`VideoFileSink`).
     """
     path = Path(path).expanduser()
     suffix = path.suffix.lower()
@@ -315,4 +368,4 @@ def open_output(
     _check_writable_folder(path.parent, "folder")
     if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise OutputError(f"Cannot write the output file {path}. Pass a writable --output path.")
-    return VideoFileSink(path, fps, size)
+    return VideoFileSink(path, fps, size, timed=timed)

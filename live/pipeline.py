@@ -15,6 +15,10 @@ from .framing import CropBox, FaceTracker, FramingConfig, crop_square, frame_ava
 
 log = logging.getLogger("avatarcam")
 
+#: Face detection runs on a copy at most this wide: MediaPipe's short-range detector looks at
+#: 128 x 128 pixels anyway, so a 720p or 1080p frame only costs it a bigger copy and resize.
+DETECT_WIDTH = 640
+
 
 @dataclass(frozen=True)
 class Crop:
@@ -66,6 +70,12 @@ class FaceCropper:
         self.detector = detector  # video-mode face detector, owned by the caller
         self.tracker = FaceTracker(framing)  # smoothing and hold/lost logic
         self._face: FaceBox | None = None
+        self._small: np.ndarray | None = None  # the downscaled copy detection runs on
+
+    def reset(self) -> None:
+        """Forget the face tracked so far (the camera view changed, e.g. mirrored)."""
+        self.tracker.reset()
+        self._face = None
 
     @property
     def last_face(self) -> FaceBox | None:
@@ -74,7 +84,7 @@ class FaceCropper:
 
     def __call__(self, frame: np.ndarray, timestamp: float, out: np.ndarray) -> Crop:
         height, width = frame.shape[:2]
-        face = self.detector.detect(frame, round(timestamp * 1000))
+        face = self._detect(frame, round(timestamp * 1000))
         self._face = face
         state = self.tracker.update(face, timestamp, (width, height))
         if state.box is None:
@@ -83,6 +93,28 @@ class FaceCropper:
             crop_square(frame, state.box, self.resolution, out),
             state.box,
             state.status,
+        )
+
+    def _detect(self, frame: np.ndarray, timestamp_ms: int) -> FaceBox | None:
+        """The face in ``frame`` (camera pixels), found on a copy at most DETECT_WIDTH wide."""
+        height, width = frame.shape[:2]
+        if width <= DETECT_WIDTH:
+            return self.detector.detect(frame, timestamp_ms)
+        factor = DETECT_WIDTH / width
+        shape = (max(1, round(height * factor)), DETECT_WIDTH, 3)
+        if self._small is None or self._small.shape != shape:
+            self._small = np.empty(shape, np.uint8)
+        cv2.resize(frame, shape[1::-1], dst=self._small, interpolation=cv2.INTER_AREA)
+        face = self.detector.detect(self._small, timestamp_ms)
+        if face is None:
+            return None
+        scale_x, scale_y = width / shape[1], height / shape[0]
+        return FaceBox(
+            face.x * scale_x,
+            face.y * scale_y,
+            face.width * scale_x,
+            face.height * scale_y,
+            face.score,
         )
 
 

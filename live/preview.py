@@ -78,6 +78,8 @@ def _format_stats(stats: Mapping[str, float]) -> list[str]:
     for key, value in stats.items():
         if key.lower() == "fps":
             lines.append(f"FPS {value:.1f}")
+        elif key == "motion scale":
+            lines.append(f"motion x{value:.1f}")
         else:
             lines.append(f"{key} {value:.1f} ms")
     return lines

@@ -98,11 +98,14 @@ class FlakyCamera(FrameSource):
 class FakeCapture:
     """Stand-in for cv2.VideoCapture: delivers 640x480 at 30 fps whatever is requested."""
 
-    def __init__(self, opened: bool = True, frames: int = 1000) -> None:
+    def __init__(self, opened: bool = True, frames: int = 1000, decode_delay: float = 0.0) -> None:
         self.opened = opened
         self.frames = frames
+        self.decode_delay = decode_delay  # seconds each retrieve() (the decoding) takes
         self.requested: dict[int, float] = {}
         self.released = False
+        self.grabbed = 0  # frames grabbed
+        self.retrieved = 0  # frames decoded
 
     def isOpened(self) -> bool:
         return self.opened
@@ -118,6 +121,21 @@ class FakeCapture:
         if self.frames <= 0:
             return False, None
         self.frames -= 1
+        out = image if image is not None else np.empty((480, 640, 3), np.uint8)
+        out[:] = (0, 0, 255)  # BGR red
+        return True, out
+
+    def grab(self) -> bool:
+        if self.frames <= 0:
+            return False
+        self.frames -= 1
+        self.grabbed += 1
+        return True
+
+    def retrieve(self, image: np.ndarray | None = None) -> tuple[bool, np.ndarray | None]:
+        if self.decode_delay:
+            time.sleep(self.decode_delay)
+        self.retrieved += 1
         out = image if image is not None else np.empty((480, 640, 3), np.uint8)
         out[:] = (0, 0, 255)  # BGR red
         return True, out

@@ -22,7 +22,7 @@ from tests.live.fakes import CountingSource, FlakyCamera, solid, write_png
 def test_grabber_latest_drops_stale_frames_and_never_goes_back() -> None:
     source = CountingSource(80, delay=0.002)
     indices: list[int] = []
-    with LatestFrameGrabber(source, mode="latest") as grabber:
+    with LatestFrameGrabber(source, mode="live") as grabber:
         while (frame := grabber.get(timeout=2.0)) is not None:
             indices.append(frame.index)
             time.sleep(0.012)
@@ -32,26 +32,43 @@ def test_grabber_latest_drops_stale_frames_and_never_goes_back() -> None:
         assert grabber.delivered == len(indices)
         assert grabber.delivered + grabber.dropped == 80
     assert all(b > a for a, b in itertools.pairwise(indices))
-    assert indices[-1] == 79
+    assert indices[-1] >= 70  # frames grabbed while the consumer was busy are skipped
     assert source.released
 
 
-def test_grabber_latest_hands_over_newest_frame() -> None:
-    source = CountingSource(30)
-    grabber = LatestFrameGrabber(source, mode="latest").start()
-    deadline = time.monotonic() + 5
-    while grabber.status != "end of input" and time.monotonic() < deadline:
-        time.sleep(0.01)
-    frame = grabber.get(timeout=1.0)
-    assert frame is not None and frame.index == 29
-    assert grabber.get(timeout=0.1) is None
-    assert grabber.dropped == 29
-    grabber.stop()
+def test_grabber_decodes_only_the_frames_the_consumer_waits_for(monkeypatch) -> None:
+    """A 640x480 camera read by a consumer that takes a frame every 20 ms: frames grabbed
+    while it is busy are never decoded (retrieved), and each frame it gets is fresh."""
+    from live import sources
+    from tests.live.fakes import FakeCapture
+
+    class Camera(FakeCapture):
+        def grab(self) -> bool:
+            time.sleep(0.004)  # a 250 fps camera
+            return super().grab()
+
+    capture = Camera(frames=60)
+    monkeypatch.setattr(sources, "_open_capture", lambda camera, api: capture)
+    source = sources.CameraSource(0)
+    ages = []
+    with LatestFrameGrabber(source, mode="live") as grabber:
+        while capture.frames > 5:
+            frame = grabber.get(timeout=2.0)
+            assert frame is not None
+            ages.append(time.perf_counter() - frame.timestamp)
+            time.sleep(0.02)
+        deadline = time.monotonic() + 5
+        while capture.frames > 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert capture.grabbed == 59  # the first frame is read while opening
+    assert capture.retrieved <= len(ages) + 1 < capture.grabbed / 3
+    assert grabber.skipped >= capture.grabbed - capture.retrieved - 1
+    assert max(ages[1:]) < 0.05
 
 
 def test_grabber_every_mode_returns_all_frames_in_order() -> None:
     source = CountingSource(40)
-    with LatestFrameGrabber(source, mode="every") as grabber:
+    with LatestFrameGrabber(source, mode="offline") as grabber:
         frames: list[Frame] = []
         while (frame := grabber.get(timeout=2.0)) is not None:
             frames.append(frame)
@@ -66,7 +83,7 @@ def test_grabber_every_mode_on_a_gif(tmp_path: Path) -> None:
     images = [Image.fromarray(solid((value, 0, 0))) for value in range(0, 250, 25)]
     path = tmp_path / "ramp.gif"
     images[0].save(path, save_all=True, append_images=images[1:], duration=40)
-    with LatestFrameGrabber(open_source(path), mode="every") as grabber:
+    with LatestFrameGrabber(open_source(path), mode="offline") as grabber:
         values = []
         while (frame := grabber.get(timeout=2.0)) is not None:
             values.append(int(frame.image[0, 0, 0]))
@@ -91,7 +108,7 @@ def test_grabber_paced_mode_follows_source_fps() -> None:
 def test_grabber_reraises_source_errors(tmp_path: Path) -> None:
     write_png(tmp_path / "0.png", solid((1, 2, 3)))
     (tmp_path / "1.png").write_bytes(b"garbage")
-    with LatestFrameGrabber(open_source(tmp_path), mode="every") as grabber:
+    with LatestFrameGrabber(open_source(tmp_path), mode="offline") as grabber:
         assert grabber.get(timeout=2.0) is not None
         with pytest.raises(InputError, match=r"1\.png"):
             grabber.get(timeout=2.0)
@@ -116,11 +133,13 @@ def test_grabber_retries_a_lost_camera(raise_on_fail: bool) -> None:
     assert len(indices) == 12
     assert seen_lost
     assert source.reopen_calls == 3
+    # The error's text is kept: the read's (when it raised), then the failed reopen's.
+    lost = ": device unplugged" if raise_on_fail else ""
     assert statuses[:5] == [
         "ok",
-        "camera lost, retrying (attempt 1)",
-        "camera lost, retrying (attempt 2)",
-        "camera lost, retrying (attempt 3)",
+        f"camera lost, retrying (attempt 1){lost}",
+        "camera lost, retrying (attempt 2): still unplugged",
+        "camera lost, retrying (attempt 3): still unplugged",
         "ok",
     ]
     assert all(b > a for a, b in itertools.pairwise(indices))
@@ -157,7 +176,7 @@ def test_grabber_stop_before_start_closes_the_source() -> None:
 
 
 def test_grabber_rejects_bad_settings() -> None:
-    with pytest.raises(SettingError, match="grab mode"):
+    with pytest.raises(SettingError, match="timing mode"):
         LatestFrameGrabber(CountingSource(1), mode="newest")  # type: ignore[arg-type]
     with pytest.raises(SettingError, match="fps"):
         LatestFrameGrabber(CountingSource(1), mode="paced", fps=0)

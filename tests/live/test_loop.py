@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from engines import KeypointArrays
-from live.animator import AnimatedFrame
+from live.animator import AnimatedFrame, MotionOptions
 from live.app import run
 from live.cli import build_parser, main, options_from_args
 from live.controls import Action
@@ -488,6 +488,7 @@ class SlowAnimator:
         )
         self.rest_image = np.zeros((resolution, resolution, 3), np.uint8)
         self.round_trip_ms = None  # a local engine: no server round trip
+        self.motion = MotionOptions()
         self.animated: list[int] = []  # frame encoded in each crop, at the start of animate()
         self.changed: list[int] = []  # frames whose crop was overwritten during animate()
 

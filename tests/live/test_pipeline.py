@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from live.face import FaceBox
 from live.framing import FramingConfig
-from live.pipeline import FaceCropper, ResizeCropper
+from live.pipeline import DETECT_WIDTH, FaceCropper, ResizeCropper
 
 
 class ScriptedDetector:
@@ -47,3 +48,51 @@ def test_face_cropper_writes_into_the_callers_buffer_and_skips_it_without_a_face
     assert crop.image is out and crop.status == "tracking"
     assert cropper.last_face == face
     assert int(out[8, 8, 0]) == 200
+
+
+class RecordingDetector:
+    """Finds a face at a fixed place in whatever image it gets; records the image sizes."""
+
+    def __init__(self) -> None:
+        self.sizes: list[tuple[int, int]] = []
+
+    def detect(self, image_rgb: np.ndarray, timestamp_ms: int | None = None) -> FaceBox | None:
+        height, width = image_rgb.shape[:2]
+        self.sizes.append((width, height))
+        return FaceBox(width * 0.4, height * 0.3, width * 0.2, height * 0.25, 0.9)
+
+
+def test_faces_are_detected_on_a_downscaled_copy_and_mapped_back() -> None:
+    detector = RecordingDetector()
+    cropper = FaceCropper(16, detector, FramingConfig())  # type: ignore[arg-type]
+    frame = np.zeros((720, 1280, 3), np.uint8)
+    cropper(frame, 0.0, np.empty((16, 16, 3), np.uint8))
+    assert detector.sizes == [(DETECT_WIDTH, 360)]  # not the 1280x720 frame
+    face = cropper.last_face
+    assert face is not None
+    assert (face.x, face.y, face.width, face.height) == pytest.approx((512, 216, 256, 180))
+    small = np.zeros((240, 320, 3), np.uint8)  # small frames are used as they are
+    cropper(small, 0.04, np.empty((16, 16, 3), np.uint8))
+    assert detector.sizes[-1] == (320, 240)
+
+
+def test_downscaled_detection_finds_the_same_face() -> None:
+    """The real detector on a 1280x720 frame: the face found on the 640-wide copy matches the
+    face found at full size."""
+    import cv2
+
+    from live.face import FaceDetector
+    from tests.conftest import shared_path
+
+    photo = cv2.imread(str(shared_path("media", "avatars", "obama.jpg")))
+    photo = cv2.cvtColor(cv2.resize(photo, (540, 720)), cv2.COLOR_BGR2RGB)
+    frame = np.zeros((720, 1280, 3), np.uint8)
+    frame[:, 370:910] = photo
+    with FaceDetector("image") as detector:
+        full = detector.detect(frame)
+        cropper = FaceCropper(64, detector, FramingConfig())
+        cropper(frame, 0.0, np.empty((64, 64, 3), np.uint8))
+    found = cropper.last_face
+    assert full is not None and found is not None
+    for a, b in ((found.x, full.x), (found.y, full.y), (found.width, full.width)):
+        assert abs(a - b) < 0.05 * full.width, (found, full)

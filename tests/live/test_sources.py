@@ -209,3 +209,29 @@ def test_camera_that_opens_but_delivers_nothing(monkeypatch: pytest.MonkeyPatch)
     with pytest.raises(CameraError, match="delivered no frame"):
         CameraSource(2)
     assert fake.released
+
+
+def test_camera_frames_are_stamped_at_capture_not_after_decoding(monkeypatch) -> None:
+    """The capture time (the start of "capture to send" latency) is taken once the camera
+    delivered the frame (grab), before the 50 ms of decoding (retrieve); live frames are
+    presented on that clock from the first frame."""
+    capture = FakeCapture(decode_delay=0.05)
+    monkeypatch.setattr(sources, "_open_capture", lambda camera, api: capture)
+    with sources.CameraSource(0) as camera:
+        camera.read()  # the frame read while opening
+        frames = []
+        for _ in range(2):
+            frame = camera.read()
+            frames.append((frame, time.perf_counter()))
+    for frame, returned in frames:
+        assert returned - frame.timestamp >= 0.045  # the decoding is part of the latency
+    first, second = frames[0][0], frames[1][0]
+    assert second.pts - first.pts == pytest.approx(second.timestamp - first.timestamp)
+    assert capture.grabbed == capture.retrieved == 2
+
+
+def test_file_frames_are_presented_on_the_file_clock(tmp_path) -> None:
+    for i in range(3):
+        Image.fromarray(np.full((8, 8, 3), i, np.uint8)).save(tmp_path / f"{i}.png")
+    with open_source(tmp_path, fps=10.0) as source:
+        assert [frame.pts for frame in source] == pytest.approx([0.0, 0.1, 0.2])

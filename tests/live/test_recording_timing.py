@@ -1,0 +1,115 @@
+"""Recordings in real time: a clip played as a camera (``--pace realtime``) through an engine
+slower than the clip records a video as long as the clip, and every frame carries its
+presentation time from the source to the file."""
+
+from __future__ import annotations
+
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+import live.app
+from live.cli import main
+from live.outputs import VideoFileSink
+from tests.conftest import Golden, shared_path
+
+CLIP_FPS = 25
+
+
+def _clip(path: Path, frames: int) -> Path:
+    """The first ``frames`` frames of the talking test GIF as an H.264 clip at 25 fps."""
+    with Image.open(shared_path("media", "driving", "mona-talking.gif")) as gif:
+        images = []
+        for i in range(frames):
+            gif.seek(i % gif.n_frames)
+            images.append(np.asarray(gif.convert("RGB")))
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=CLIP_FPS)
+        stream.height, stream.width = images[0].shape[:2]
+        stream.pix_fmt = "yuv420p"
+        for image in images:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return path
+
+
+def _duration(path: Path) -> tuple[float, int]:
+    """(seconds, frames) of a video file, from its frame count and rate."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames = sum(1 for _ in container.decode(stream))
+        return frames / float(stream.average_rate), frames
+
+
+def test_paced_recording_with_a_slow_engine_plays_as_long_as_the_clip(
+    tiny_golden: Golden, tmp_path: Path, monkeypatch
+) -> None:
+    clip = _clip(tmp_path / "clip.mp4", 50)  # 2 s
+    clip_seconds, clip_frames = _duration(clip)
+    assert clip_frames == 50
+    real_create = live.app.create_engine
+    animated = []
+
+    def slow_engine(*args, **kwargs):
+        engine = real_create(*args, **kwargs)
+        animate = engine.animate
+
+        def slow(driving):
+            time.sleep(0.12)  # about 8 frames/s: slower than the 25 fps clip
+            animated.append(driving)
+            return animate(driving)
+
+        engine.animate = slow
+        return engine
+
+    monkeypatch.setattr(live.app, "create_engine", slow_engine)
+    record = tmp_path / "rec.mp4"
+    status = main(
+        [
+            *("--avatar", str(shared_path("media", "avatars", "einstein.jpg"))),
+            *("--input", str(clip), "--pace", "realtime", "--output", str(record)),
+            *("--no-virtual-cam", "--no-preview"),
+            *("--checkpoint", str(tiny_golden.checkpoint), "--config", str(tiny_golden.config)),
+            *("--resolution", str(tiny_golden.resolution), "--backend", "torch"),
+        ]
+    )
+    assert status == 0
+    assert 0 < len(animated) < 0.6 * clip_frames  # the engine really was slower than the clip
+    seconds, frames = _duration(record)
+    assert abs(seconds - clip_seconds) <= 0.05 * clip_seconds, (seconds, clip_seconds, frames)
+
+
+def test_timed_video_sink_places_frames_by_presentation_time(tmp_path: Path) -> None:
+    """At 10 fps, frames at 0, 0.2 and 0.22 s, the input's last frame at 0.5 s: the first
+    frame fills slots 0-1 (shown until the second came), the second takes slot 2, the third
+    shares that slot so it is held from slot 3 through the input's last slot (5)."""
+    sink = VideoFileSink(tmp_path / "t.mp4", 10.0, timed=True)
+    colours = [(250, 0, 0), (0, 250, 0), (0, 0, 250)]
+    for pts, colour in zip((0.0, 0.2, 0.22), colours, strict=True):
+        sink.send(np.full((16, 16, 3), colour, np.uint8), pts)
+    sink.finish(0.5)
+    sink.close()
+    with av.open(str(tmp_path / "t.mp4")) as container:
+        stream = container.streams.video[0]
+        assert stream.average_rate == Fraction(10)
+        decoded = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
+    dominant = [int(np.argmax(frame.reshape(-1, 3).mean(axis=0))) for frame in decoded]
+    assert dominant == [0, 0, 1, 2, 2, 2]
+
+
+@pytest.mark.parametrize("timed", [False, True])
+def test_video_sink_without_timing_writes_one_frame_per_call(tmp_path: Path, timed) -> None:
+    """Offline runs (not timed) write every frame once whatever its time; timed frames that
+    come faster than the rate share slots."""
+    sink = VideoFileSink(tmp_path / "o.mp4", 10.0, timed=timed)
+    for i in range(6):
+        sink.send(np.full((16, 16, 3), 40 * i, np.uint8), i * 0.01)
+    sink.close()
+    assert _duration(tmp_path / "o.mp4")[1] == (1 if timed else 6)
