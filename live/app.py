@@ -281,7 +281,7 @@ def _audio_plan(options: RunOptions, source: FrameSource | None, live: bool) -> 
         output.file,
         live=live,
         keep=output.audio,
-        realtime=bool(options.capture.realtime),
+        paced=options.capture.timing == "paced",
         output_fps=output.video_fps,
         input_fps=source.fps,
     )

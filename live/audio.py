@@ -8,7 +8,8 @@ re-encoded (AAC; Opus for .webm; MP3 for .avi). It is timed from the input's fir
 and cut where the output's video ends, so a run stopped early keeps the audio of what it wrote.
 
 Said once at the start when it cannot be: a folder of PNGs holds no audio, a live recording
-records none, ``--realtime`` drops frames (the audio would drift) and ``--output-fps`` changes
+records none, ``--pace realtime`` drops and repeats frames (lips and audio would not line
+up) and ``--output-fps`` changes
 the video's length. ``--no-audio`` drops it without a word.
 """
 
@@ -57,7 +58,7 @@ def plan_audio(
     *,
     live: bool,
     keep: bool = True,
-    realtime: bool = False,
+    paced: bool = False,
     output_fps: float | None = None,
     input_fps: float | None = None,
 ) -> AudioPlan | None:
@@ -79,8 +80,11 @@ def plan_audio(
     why = None
     if folder:
         why = "a folder of PNGs cannot carry audio; write a video (--output out.mp4) to keep it"
-    elif realtime:
-        why = "--realtime drops frames to keep pace, so the audio would drift; leave it out"
+    elif paced:
+        why = (
+            "--pace realtime drops and repeats frames to keep pace, so lips and audio would not "
+            "line up; leave it out"
+        )
     elif output_fps is not None and input_fps and not math.isclose(output_fps, input_fps):
         why = (
             f"--output-fps {output_fps:g} changes the video's length (the input runs at "

@@ -138,10 +138,10 @@ def test_live_recordings_and_drifting_runs_say_why_audio_is_not_kept(
     out = tmp_path / "out.mp4"
     with caplog.at_level("INFO", logger="avatarcam"):
         assert plan_audio("0", out, live=True) is None
-        assert plan_audio(str(clip), out, live=False, realtime=True) is None
+        assert plan_audio(str(clip), out, live=False, paced=True) is None
         assert plan_audio(str(clip), out, live=False, output_fps=50, input_fps=25) is None
         plan = plan_audio(str(clip), out, live=False, output_fps=25, input_fps=25)
     said = [r.getMessage() for r in caplog.records]
     assert said[0] == "audio is not recorded: a live recording holds the animated video only"
-    assert "--realtime drops frames" in said[1] and "--output-fps 50" in said[2]
+    assert "--pace realtime drops" in said[1] and "--output-fps 50" in said[2]
     assert len(said) == 3 and plan is not None and plan.codec == "aac"
