@@ -232,6 +232,10 @@ class LiveLoop:
             log.info("paused" if policy.paused else "resumed")
         elif action in (Action.MOTION_STRONGER, Action.MOTION_WEAKER, Action.SET_MOTION_SCALE):
             self._set_motion_scale(action, value)
+        elif action is Action.ADD_AVATAR and value is not None:
+            self.avatars.append(value)  # type: ignore[arg-type]  (the policy's list too)
+        elif action is Action.SET_MARKER and callable(value):
+            self.marker = value
 
     def _set_motion_scale(self, action: Action, value: object) -> None:
         from .animator import MOTION_SCALE_RANGE
