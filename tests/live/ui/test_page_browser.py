@@ -230,8 +230,10 @@ def test_page_drives_the_live_run(live_run: _Run, tmp_path: Path) -> None:
         before_files = sorted(p.name for p in live_run.avatars.iterdir())
         driver.find_element(By.ID, "file").send_keys(str(blank))
         result = _until(
-            lambda: driver.find_element(By.ID, "upload-result").text.startswith("refused")
-            and driver.find_element(By.ID, "upload-result").text,
+            lambda: (
+                driver.find_element(By.ID, "upload-result").text.startswith("refused")
+                and driver.find_element(By.ID, "upload-result").text
+            ),
             what="the refusal of the upload",
         )
         assert "No face found in wall.png" in result
