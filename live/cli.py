@@ -237,6 +237,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="calibrate on the frame whose pose best matches the avatar (key b)",
     )
+    motion.add_argument(
+        "--motion-scale",
+        type=float,
+        default=MotionOptions.scale,
+        metavar="S",
+        help="motion strength, 0-3: the change from the reference pose is multiplied by S "
+        "(1 as trained, default; lower is calmer and hides keypoint jitter but mutes "
+        "expressions; higher exaggerates them and distorts sooner); keys - and +",
+    )
     parser.add_argument(
         "--doctor",
         action="store_true",
@@ -515,7 +524,9 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
             checkpoint_sha256=args.checkpoint_sha256,
         ),
         engine=_engine_options(args),
-        motion=MotionOptions(relative=args.relative, adapt_scale=args.adapt_scale),
+        motion=MotionOptions(
+            relative=args.relative, adapt_scale=args.adapt_scale, scale=args.motion_scale
+        ),
         loop=LoopOptions(mirror=args.mirror, best_frame=args.best_frame, no_face=args.no_face),
         marking=_marking_options(args),
         ui=_ui_options(args),
