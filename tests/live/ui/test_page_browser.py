@@ -103,7 +103,9 @@ def live_run(tmp_path: Path) -> Iterator[_Run]:
         avatar=avatars,
         capture=CaptureOptions(input=str(_driving_clip(tmp_path)), timing="paced"),
         output=OutputOptions(virtual_camera=False, preview=False),
-        model=ModelOptions(checkpoint=golden.checkpoint, config=str(golden.config)),
+        model=ModelOptions(
+            checkpoint=golden.checkpoint, config=str(golden.config), resolution=golden.resolution
+        ),
         engine=EngineOptions(backend="torch"),
         ui=UiOptions(port=0, open_browser=False),
     )
