@@ -126,6 +126,13 @@ def _one_run(args: argparse.Namespace, clip: Path, avatars: Path, timing: str, o
         start, first = snapshot(), len(times)
         time.sleep(args.seconds)
         end, last = snapshot(), len(times)
+        view_delay = None
+        if open_page:
+            import urllib.request
+
+            state_url = (catcher.url or "").replace("/?token=", "/api/state?token=")
+            with urllib.request.urlopen(state_url, timeout=10) as response:
+                view_delay = json.load(response).get("view_delay_ms")
         loops[0].post(Action.QUIT)
         thread.join(30)
     finally:
@@ -138,6 +145,7 @@ def _one_run(args: argparse.Namespace, clip: Path, avatars: Path, timing: str, o
         "fps": round((last - first) / (end.wall - start.wall), 2),
         "interval_ms_p50": round(float(np.percentile(intervals, 50)), 1),
         "interval_ms_p90": round(float(np.percentile(intervals, 90)), 1),
+        "view_delay_ms": view_delay,
         **between(start, end),
     }
 

@@ -127,6 +127,7 @@ class ControlApi:
         loop = self.loop
         status, stats, frames = self.bridge.status()
         fps, stages = stats_for_page(stats)
+        delay = self.bridge.delay_ms
         camera_status = loop.grabber.status
         warnings = []
         if camera_status not in ("ok", "not started"):
@@ -147,6 +148,8 @@ class ControlApi:
                 "fps": fps,
                 "stages": stages,
                 "frames": frames,
+                # frame sent by the loop -> its JPEG ready for the browsers (ms)
+                "view_delay_ms": None if delay is None else round(delay, 2),
                 "status": status,
                 "warnings": warnings,
                 "paused": loop.paused,

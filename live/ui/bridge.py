@@ -44,6 +44,7 @@ class _Slot:
     status: str = ""  # the loop's status for this frame
     avatar: int = 0  # index of the avatar the frame was animated from
     seq: int = 0  # 1, 2, ... in the order the loop sent them
+    sent: float = 0.0  # time.perf_counter() when the loop handed it over
 
 
 def _copy_into(buffer: np.ndarray | None, source: np.ndarray | None) -> np.ndarray | None:
@@ -101,6 +102,7 @@ class FrameBridge:
         self._encoded: dict[str, Encoded] = {}
         self._encoded_changed = threading.Condition()
         self._closed = threading.Event()
+        self.delay_ms: float | None = None  # moving average: frame sent -> its JPEG ready
         self._thread = threading.Thread(target=self._encode_loop, name="ui-encoder", daemon=True)
         self._thread.start()
 
@@ -130,6 +132,7 @@ class FrameBridge:
             slot.avatar = self._avatar_index()
             self._seq += 1
             slot.seq = self._seq
+            slot.sent = time.perf_counter()
             self._latest = target
         self._new_frame.set()
 
@@ -210,6 +213,10 @@ class FrameBridge:
             finally:
                 with self._lock:
                     self._reading = None
+            if done:
+                delay = (time.perf_counter() - slot.sent) * 1000
+                previous = self.delay_ms
+                self.delay_ms = delay if previous is None else 0.9 * previous + 0.1 * delay
             with self._encoded_changed:
                 self._encoded.update(done)
                 self._encoded_changed.notify_all()

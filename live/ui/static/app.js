@@ -120,7 +120,8 @@ async function refresh() {
   $("fps").textContent = s.fps ? `${s.fps.toFixed(1)} fps` : "";
   $("warnings").textContent = s.warnings.join(" | ");
   $("stages").textContent = Object.entries(s.stages)
-    .map(([k, v]) => `${k} ${v.toFixed(1)} ms`).join(" · ");
+    .map(([k, v]) => `${k} ${v.toFixed(1)} ms`).join(" · ") +
+    (s.view_delay_ms != null ? ` · this view +${s.view_delay_ms.toFixed(1)} ms` : "");
   history.push([Date.now(), s.fps, s.stages.latency]);
   while (history.length && Date.now() - history[0][0] > 60000) history.shift();
   gallery(s); info(s); controls(s); plot();

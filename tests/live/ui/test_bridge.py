@@ -52,6 +52,7 @@ def test_watched_views_get_the_newest_frame_as_jpeg() -> None:
         assert live is not None
         picture = cv2.imdecode(np.frombuffer(live.jpeg, np.uint8), cv2.IMREAD_COLOR)
         assert picture.shape == (360, 480 + 360, 3)  # camera scaled to 360 high | avatar
+        assert bridge.delay_ms is not None and 0 < bridge.delay_ms < 5000
         avatar[0] = 1
         bridge.send(_frame(100))
         newer = bridge.next_jpeg("obs", obs.seq, timeout=5)
