@@ -180,12 +180,21 @@ def main(argv: list[str] | None = None) -> int:
                     print(json.dumps({"timing": timing, "variant": variant, **result}), flush=True)
             closed = statistics.median(r["fps"] for r in results["closed"])
             opened = statistics.median(r["fps"] for r in results["open"])
+            # Frames per CPU second the loop's process got: what the page costs the process,
+            # less sensitive to how much of a shared machine a run happened to get.
+            per_cpu = {
+                v: statistics.median(r["fps"] / r["own_cores"] for r in rs if r["own_cores"])
+                for v, rs in results.items()
+            }
             rows.append(
                 {
                     "timing": timing,
                     "fps_closed_median": closed,
                     "fps_open_median": opened,
                     "open_vs_closed": round(opened / closed, 3) if closed else None,
+                    "frames_per_cpu_s_closed": round(per_cpu["closed"], 1),
+                    "frames_per_cpu_s_open": round(per_cpu["open"], 1),
+                    "per_cpu_open_vs_closed": round(per_cpu["open"] / per_cpu["closed"], 3),
                     "runs": results,
                 }
             )

@@ -32,6 +32,9 @@ JPEG_QUALITY = 80
 LIVE_VIEW_HEIGHT = 360
 #: The views a browser can watch.
 VIEWS = ("live", "obs")
+#: Most frames per second encoded per view: the control page's live view is for looking at
+#: yourself (a few frames less cost the loop's CPU nothing); /obs goes on stream at full rate.
+MAX_VIEW_FPS = {"live": 15.0, "obs": 60.0}
 
 
 @dataclass
@@ -185,6 +188,8 @@ class FrameBridge:
     def _encode_loop(self) -> None:
         canvas: dict[str, np.ndarray] = {}
         bgr: dict[str, np.ndarray] = {}
+        encoded_at: dict[str, float] = {}  # view -> when it was last encoded
+        encoded_seq: dict[str, int] = {}  # view -> the frame it was last encoded from
         while not self.closed:
             if not self._new_frame.wait(timeout=0.5):
                 continue
@@ -193,8 +198,21 @@ class FrameBridge:
             with self._lock:
                 if self._latest is None:
                     continue
-                views = [v for v, t in self._wanted.items() if now - t < WATCH_SECONDS]
-                self._reading = index = self._latest
+                latest = self._slots[self._latest].seq
+                behind = [
+                    v
+                    for v, t in self._wanted.items()
+                    if now - t < WATCH_SECONDS and encoded_seq.get(v, 0) < latest
+                ]
+                views = [v for v in behind if now - encoded_at.get(v, -1e9) >= 1 / MAX_VIEW_FPS[v]]
+                if views:
+                    self._reading = index = self._latest
+            if not views:
+                if behind:  # too soon for the rate cap: encode the newest frame then
+                    wait = min(1 / MAX_VIEW_FPS[v] - (now - encoded_at[v]) for v in behind)
+                    self._closed.wait(max(0.001, wait))
+                    self._new_frame.set()
+                continue
             try:
                 slot = self._slots[index]
                 done = {}
@@ -210,6 +228,7 @@ class FrameBridge:
                     ok, data = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
                     if ok:
                         done[view] = Encoded(data.tobytes(), slot.seq, slot.avatar)
+                        encoded_at[view], encoded_seq[view] = now, slot.seq
             finally:
                 with self._lock:
                     self._reading = None
