@@ -21,7 +21,9 @@ class UiOptions:
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
-            raise SettingError(f"--ui-port {self.port}: expected a TCP port from 1 to 65535.")
+            raise SettingError(
+                f"--ui-port {self.port}: expected a TCP port from 1 to 65535 (0: any free one)."
+            )
         if not self.host.strip():
             raise SettingError("--ui-host is empty: expected an address such as 127.0.0.1.")
 

@@ -42,3 +42,15 @@ def test_bad_ports_and_hosts_are_refused() -> None:
         _ui("--ui", "--ui-port", "70000")
     with pytest.raises(SettingError, match="--ui-host is empty"):
         UiOptions(host=" ")
+
+
+def test_the_page_loads_nothing_from_elsewhere() -> None:
+    """The page works offline: its files reference no other host (no CDN, no fonts)."""
+    from importlib import resources
+
+    static = resources.files("live.ui").joinpath("static")
+    names = sorted(entry.name for entry in static.iterdir())
+    assert names == ["app.js", "index.html", "obs.html"]
+    for name in names:
+        text = static.joinpath(name).read_text()
+        assert "http:" not in text and "https:" not in text and "//cdn" not in text, name
