@@ -78,6 +78,9 @@ class LatestFrameGrabber(Closing):
         self._status = "not started"
         self._interval: float | None = None  # smoothed seconds between frames read
         self._last_pts: float | None = None  # presentation time of the last frame read
+        # live and paced: a frame is decoded only when the consumer waits for one
+        self._lossy = drops_frames(mode)
+        self._skipped = 0  # frames grabbed and never decoded (nobody waited for them)
 
     @property
     def source(self) -> FrameSource:
@@ -98,8 +101,17 @@ class LatestFrameGrabber(Closing):
 
     @property
     def dropped(self) -> int:
-        """Frames that were replaced by a newer one before the consumer took them."""
-        return self._handoff.dropped
+        """Frames the consumer never got: grabbed while it was busy (so never decoded), or
+        replaced by a newer one before it took them."""
+        with self._lock:
+            skipped = self._skipped
+        return skipped + self._handoff.dropped
+
+    @property
+    def skipped(self) -> int:
+        """Frames grabbed while the consumer was busy, and never decoded."""
+        with self._lock:
+            return self._skipped
 
     @property
     def delivered(self) -> int:
@@ -201,6 +213,14 @@ class LatestFrameGrabber(Closing):
             return True
         return False
 
+    def _count_interval(self, timestamp: float, previous: float | None) -> None:
+        if previous is not None and timestamp > previous:
+            step = timestamp - previous
+            with self._lock:
+                self._interval = (
+                    step if self._interval is None else 0.9 * self._interval + 0.1 * step
+                )
+
     def _run(self) -> None:
         source = self._source
         period = 0.0
@@ -215,11 +235,40 @@ class LatestFrameGrabber(Closing):
             while not self._stop.is_set():
                 reason = ""
                 try:
-                    frame = source.read()
+                    grabbed = source.grab()
                 except (UserError, OSError, RuntimeError, cv2.error) as exc:
                     if not source.is_live:
                         raise
-                    frame, reason = None, _reason(exc)
+                    grabbed, reason = False, _reason(exc)
+                frame = None
+                if grabbed and period:
+                    now = time.perf_counter()
+                    if due > now and self._stop.wait(due - now):
+                        break
+                    due = max(due + period, time.perf_counter() - period)
+                    released = time.perf_counter()
+                    origin = released if origin is None else origin
+                    stamps: tuple[float, float] = (released, released - origin)
+                elif grabbed:
+                    _, captured, pts = source.grabbed or (0, time.perf_counter(), 0.0)
+                    stamps = (captured, pts)
+                if grabbed:
+                    self._count_interval(stamps[0], previous)
+                    previous = stamps[0]
+                    with self._lock:
+                        self._last_pts = stamps[1]
+                    if self._lossy and self._handoff.delivered and not self._handoff.waiting:
+                        # Nobody waits for it: by the time the consumer asks, a newer frame
+                        # is there. Grabbed, not decoded (the first frame always is).
+                        with self._lock:
+                            self._skipped += 1
+                        continue
+                    try:
+                        frame = source.retrieve()
+                    except (UserError, OSError, RuntimeError, cv2.error) as exc:
+                        if not source.is_live:
+                            raise
+                        reason = _reason(exc)
                 if frame is None:
                     if not source.is_live:
                         final_status = "end of input"
@@ -229,22 +278,7 @@ class LatestFrameGrabber(Closing):
                     previous = None
                     continue
                 if period:
-                    now = time.perf_counter()
-                    if due > now and self._stop.wait(due - now):
-                        break
-                    due = max(due + period, time.perf_counter() - period)
-                    released = time.perf_counter()
-                    origin = released if origin is None else origin
-                    frame = dataclasses.replace(frame, timestamp=released, pts=released - origin)
-                if previous is not None and frame.timestamp > previous:
-                    step = frame.timestamp - previous
-                    with self._lock:
-                        self._interval = (
-                            step if self._interval is None else 0.9 * self._interval + 0.1 * step
-                        )
-                previous = frame.timestamp
-                with self._lock:
-                    self._last_pts = frame.pts
+                    frame = dataclasses.replace(frame, timestamp=stamps[0], pts=stamps[1])
                 if not self._handoff.put(frame):  # the consumer has stopped
                     break
         except BaseException as exc:  # handed to the consumer by get()

@@ -34,6 +34,7 @@ class Handoff(Generic[T]):
         self._error: BaseException | None = None
         self._dropped = 0
         self._delivered = 0
+        self._waiting = 0  # consumers blocked in get()
 
     @property
     def dropped(self) -> int:
@@ -52,6 +53,25 @@ class Handoff(Generic[T]):
         """The error the producer ended the stream with, if any."""
         with self._cond:
             return self._error
+
+    @property
+    def waiting(self) -> bool:
+        """True while the consumer waits in :meth:`get` and no item is there for it: the
+        producer's next item is taken at once (one not waited for would go stale)."""
+        with self._cond:
+            return self._waiting > 0 and not self._has_item
+
+    def wait_taken(self, timeout: float) -> bool:
+        """Producer side: wait until no item waits to be taken (the consumer took the last
+        one) or the stream ended; False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._has_item and not self._closed:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+            return True
 
     @property
     def closed(self) -> bool:
@@ -101,7 +121,11 @@ class Handoff(Generic[T]):
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return None
-                self._cond.wait(remaining)
+                self._waiting += 1
+                try:
+                    self._cond.wait(remaining)
+                finally:
+                    self._waiting -= 1
             item, self._item, self._has_item = self._item, None, False
             self._delivered += 1
             self._cond.notify_all()

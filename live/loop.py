@@ -32,9 +32,10 @@ import numpy as np
 
 from engines.errors import EngineUnavailable
 
+from .actions import apply_action
 from .animator import Animator
 from .buffers import BufferPool
-from .controls import MOTION_SCALE_STEP, Action
+from .controls import Action
 from .framing import CropBox
 from .grabber import LatestFrameGrabber
 from .handoff import Handoff
@@ -160,8 +161,13 @@ class LiveLoop:
         # stage can run ahead of the engine without overwriting what is being animated.
         self._mirrors = BufferPool()
         self._crops = BufferPool((size, size, 3))
-        lossless = not drops_frames(grabber.mode)
-        self._handoff: Handoff[_Job] = Handoff(lossless, on_drop=self._release)
+        self._lossy = drops_frames(grabber.mode)
+        self._handoff: Handoff[_Job] = Handoff(not self._lossy, on_drop=self._release)
+        # Live and paced: the framing stage frames one frame per animated frame, started so
+        # that it is ready when the animation stage is (see _wait_for_the_engine).
+        self._busy_ms = 0.0  # moving average of the animation stage's time per frame
+        self._framing_ms = 0.0  # moving average of the framing stage's time per frame
+        self._free_at = 0.0  # when the animation stage should take the next job
         self._last_job: _Job | None = None  # the frame shown last, kept for idle refreshes
         self._last_marked: np.ndarray | None = None  # the last frame as the outputs got it
         self._last_pts = 0.0
@@ -197,60 +203,9 @@ class LiveLoop:
 
     def _apply(self, action: Action, value: object) -> None:
         try:
-            self._apply_action(action, value)
+            apply_action(self, action, value)
         except EngineUnavailable as exc:
             log.warning("could not apply %s now: %s", action.name.lower(), exc)
-
-    def _apply_action(self, action: Action, value: object) -> None:
-        policy = self.policy
-        if action is Action.QUIT:
-            self._stop.set()
-        elif action is Action.NEXT_AVATAR:
-            policy.step_avatar(1)
-        elif action is Action.PREV_AVATAR:
-            policy.step_avatar(-1)
-        elif action is Action.SELECT_AVATAR and isinstance(value, int):
-            policy.select_avatar(value)
-        elif action is Action.RECALIBRATE:
-            policy.restart_calibration()
-            log.info("recalibrating: the next frame with a face is the new reference")
-        elif action is Action.TOGGLE_BEST_FRAME:
-            policy.toggle_best_frame()
-            log.info("best-frame mode %s", "on" if policy.best_frame else "off")
-        elif action is Action.TOGGLE_MIRROR:
-            # The framing stage resets its face tracker when it sees the change; the motion
-            # reference was taken on the other view, so a new one is taken.
-            self.mirror = not self.mirror
-            policy.restart_calibration()
-            log.info("mirror %s", "on" if self.mirror else "off")
-        elif action is Action.TOGGLE_OVERLAY and self.preview is not None:
-            self.preview.overlay = not self.preview.overlay
-        elif action is Action.TOGGLE_STATS and self.preview is not None:
-            self.preview.show_stats = not self.preview.show_stats
-        elif action is Action.TOGGLE_PAUSE:
-            policy.toggle_pause()
-            log.info("paused" if policy.paused else "resumed")
-        elif action in (Action.MOTION_STRONGER, Action.MOTION_WEAKER, Action.SET_MOTION_SCALE):
-            self._set_motion_scale(action, value)
-        elif action is Action.ADD_AVATAR and value is not None:
-            self.avatars.append(value)  # type: ignore[arg-type]  (the policy's list too)
-        elif action is Action.SET_MARKER and callable(value):
-            self.marker = value
-
-    def _set_motion_scale(self, action: Action, value: object) -> None:
-        from .animator import MOTION_SCALE_RANGE
-
-        low, high = MOTION_SCALE_RANGE
-        if action is Action.SET_MOTION_SCALE:
-            if not isinstance(value, int | float):
-                return
-            scale = float(value)
-        else:
-            step = MOTION_SCALE_STEP if action is Action.MOTION_STRONGER else -MOTION_SCALE_STEP
-            scale = round(self.motion_scale + step, 6)
-        scale = min(high, max(low, scale))
-        self.policy.set_motion_scale(scale)
-        log.info("motion strength x%.1f", scale)
 
     # --- framing thread ------------------------------------------------------------------
 
@@ -284,15 +239,30 @@ class LiveLoop:
         framing_ms = (time.perf_counter() - start) * 1000
         return _Job(frame, camera, crop, face, framing_ms, mirror_buffer, crop_buffer)
 
+    def _wait_for_the_engine(self) -> bool:
+        """Live and paced: wait until the job handed over last was taken, then until the
+        animation stage is about to be free (its average time, less the framing's), so the
+        frame framed next is as fresh as possible and no frame is framed to be dropped.
+        False when the stream ended or the loop stops first."""
+        while not self._handoff.wait_taken(0.1):
+            if self._stop.is_set():
+                return False
+        lead = (self._framing_ms + 5.0) / 1000  # framing time and a margin
+        delay = min(self._free_at - lead - time.perf_counter(), 0.5)
+        return not (delay > 0 and self._stop.wait(delay))
+
     def _framing(self) -> None:
         try:
             while not self._stop.is_set():
+                if self._lossy and not self._wait_for_the_engine():
+                    break
                 frame = self.grabber.get(timeout=0.1)
                 if frame is None:
                     if self.grabber.finished:
                         break
                     continue
                 job = self._frame_job(frame)
+                self._framing_ms = 0.8 * self._framing_ms + 0.2 * job.framing_ms
                 if not self._handoff.put(job):
                     self._release(job)
                     break
@@ -400,7 +370,11 @@ class LiveLoop:
                         break
                     self._idle()
                     continue
+                taken = time.perf_counter()
+                self._free_at = taken + self._busy_ms / 1000
                 self._process(job)
+                busy_ms = (time.perf_counter() - taken) * 1000
+                self._busy_ms = 0.8 * self._busy_ms + 0.2 * busy_ms
             if ended and self.grabber.last_pts is not None:
                 # The input's end (its last frame's time): timed recordings hold the last
                 # frame shown through it, so they play as long as the input even when its

@@ -55,6 +55,8 @@ class FrameSource(Closing, ABC):
         self._frame_count: int | None = None
         self._captured_at: float | None = None  # set by _grab() at the moment of capture
         self._origin: float | None = None  # capture time of a live source's first frame
+        self._captured_image: np.ndarray | None = None  # from _capture(), for _decode()
+        self._grabbed: tuple[int, float, float] | None = None  # (index, captured, pts) grabbed
 
     @property
     @abstractmethod
@@ -92,15 +94,29 @@ class FrameSource(Closing, ABC):
     def _release(self) -> None:
         """Free the underlying file or device."""
 
-    def read(self) -> Frame | None:
-        """The next frame, or ``None`` at the end of the input (or a failed camera read)."""
+    def _capture(self) -> bool:
+        """Capture the next frame, decoding it only where the two cannot be told apart;
+        False at the end of the input (or a failed camera read). Default: :meth:`_grab`."""
+        self._captured_image = self._grab()
+        return self._captured_image is not None
+
+    def _decode(self) -> np.ndarray | None:
+        """The RGB image of the frame captured last (decoded now where it was not yet)."""
+        image, self._captured_image = self._captured_image, None
+        return image
+
+    def grab(self) -> bool:
+        """Capture the next frame without decoding it yet (cameras and video files: the
+        colour conversion and, for cameras, the decoding wait for :meth:`retrieve`); False at
+        the end of the input or on a failed camera read. A frame that is grabbed and never
+        retrieved costs little: the grabber skips stale frames this way."""
+        self._grabbed = None
         if self._closed:
-            return None
+            return False
         self._captured_at = None
         started = time.perf_counter()
-        image = self._grab()
-        if image is None:
-            return None
+        if not self._capture():
+            return False
         captured = self._captured_at if self._captured_at is not None else started
         index = self._next_index
         if self.is_live:  # the capture clock, from the first frame (reopening keeps it)
@@ -110,7 +126,30 @@ class FrameSource(Closing, ABC):
         else:  # the file's own clock
             pts = index / (self._fps or DEFAULT_FPS)
         self._next_index += 1
+        self._grabbed = (index, captured, pts)
+        return True
+
+    @property
+    def grabbed(self) -> tuple[int, float, float] | None:
+        """(index, capture time, presentation time) of the frame grabbed and not yet
+        retrieved, None when there is none."""
+        return self._grabbed
+
+    def retrieve(self) -> Frame | None:
+        """The frame :meth:`grab` captured, decoded; None when there is none (or it cannot
+        be decoded)."""
+        grabbed, self._grabbed = self._grabbed, None
+        if grabbed is None:
+            return None
+        image = self._decode()
+        if image is None:
+            return None
+        index, captured, pts = grabbed
         return Frame(image=image, index=index, timestamp=captured, pts=pts)
+
+    def read(self) -> Frame | None:
+        """The next frame, or ``None`` at the end of the input (or a failed camera read)."""
+        return self.retrieve() if self.grab() else None
 
     def reopen(self) -> None:
         """Release and open the device again (live sources only); raises on failure."""
@@ -143,20 +182,30 @@ class _OpenCVSource(FrameSource):
 
     def __init__(self) -> None:
         super().__init__()
-        self._capture: cv2.VideoCapture | None = None
+        self._capture_device: cv2.VideoCapture | None = None  # the open device or file
         self._bgr: np.ndarray | None = None  # reused by every read
         self._pending: np.ndarray | None = None  # first frame, read while opening
 
     def _grab(self) -> np.ndarray | None:
+        return self._decode() if self._capture() else None
+
+    def _capture(self) -> bool:
         if self._pending is not None:
-            image, self._pending = self._pending, None
-            return image
-        if self._capture is None:
-            return None
-        if not self._capture.grab():
-            return None
+            self._captured_image, self._pending = self._pending, None
+            return True
+        if self._capture_device is None or not self._capture_device.grab():
+            return False
         self._captured_at = time.perf_counter()  # captured: decoding follows
-        ok, bgr = self._capture.retrieve(self._bgr)
+        self._captured_image = None
+        return True
+
+    def _decode(self) -> np.ndarray | None:
+        if self._captured_image is not None:  # the first frame, decoded while opening
+            image, self._captured_image = self._captured_image, None
+            return image
+        if self._capture_device is None:
+            return None
+        ok, bgr = self._capture_device.retrieve(self._bgr)
         if not ok or bgr is None:
             return None
         if bgr is not self._bgr:
@@ -165,9 +214,9 @@ class _OpenCVSource(FrameSource):
         return to_rgb(bgr, bgr=True)
 
     def _release(self) -> None:
-        if self._capture is not None:
-            self._capture.release()
-            self._capture = None
+        if self._capture_device is not None:
+            self._capture_device.release()
+            self._capture_device = None
         self._pending = None
 
 
@@ -232,7 +281,7 @@ class CameraSource(_OpenCVSource):
                 "Check that no other application holds the camera, unplug and replug it, or "
                 "pick another one from `avatarcam --list-cameras`."
             )
-        self._capture = capture
+        self._capture_device = capture
         self._bgr = bgr
         self._pending = to_rgb(bgr, bgr=True)
         self._size = (int(bgr.shape[1]), int(bgr.shape[0]))
@@ -352,7 +401,7 @@ class VideoFileSource(_OpenCVSource):
                 "Expected a video with at least one frame; re-export or re-encode it "
                 "(ffmpeg -i INPUT -c:v libx264 output.mp4)."
             )
-        self._capture = capture
+        self._capture_device = capture
         self._bgr = bgr
         self._pending = to_rgb(bgr, bgr=True)
         self._size = (int(bgr.shape[1]), int(bgr.shape[0]))
