@@ -160,6 +160,11 @@ drop.ondrop = (e) => {
 };
 $("obs").href = "/obs" + (token ? "?token=" + encodeURIComponent(token) : "");
 
+// A hidden tab stops its stream: the loop's process then encodes nothing for it.
+document.addEventListener("visibilitychange", () => {
+  if (document.hidden) $("live").removeAttribute("src"); else startLive();
+});
+
 startLive();
 refresh();
 setInterval(refresh, 1000);
