@@ -24,7 +24,7 @@ function startLive() {
   const img = $("live");
   const query = token ? "?token=" + encodeURIComponent(token) + "&" : "?";
   img.src = "/stream/live.mjpg" + query + "t=" + Date.now();
-  img.onerror = () => setTimeout(startLive, 1000);
+  img.onerror = () => setTimeout(() => { if (!document.hidden) startLive(); }, 1000);
 }
 
 function gallery(s) {

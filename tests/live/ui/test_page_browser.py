@@ -196,7 +196,7 @@ def test_page_drives_the_live_run(live_run: _Run, tmp_path: Path) -> None:
     chrome.binary_location = CHROMIUM[0]
     for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
         chrome.add_argument(argument)
-    chrome.add_argument("--window-size=1200,900")
+    chrome.add_argument("--window-size=1200,1000")
     driver = webdriver.Chrome(options=chrome, service=Service(executable_path=CHROMIUM[1]))
     driver.set_script_timeout(WAIT)
     driver.set_page_load_timeout(WAIT)
