@@ -247,7 +247,9 @@ class LiveLoop:
         while not self._handoff.wait_taken(0.1):
             if self._stop.is_set():
                 return False
-        lead = (self._framing_ms + 5.0) / 1000  # framing time and a margin
+        # Framing time, the wait for the camera's next frame and its decoding, a margin.
+        period = 1 / (self.grabber.measured_fps or self.grabber.source.fps or 30.0)
+        lead = (self._framing_ms + 5.0) / 1000 + period
         delay = min(self._free_at - lead - time.perf_counter(), 0.5)
         return not (delay > 0 and self._stop.wait(delay))
 
