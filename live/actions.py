@@ -52,6 +52,10 @@ def apply_action(loop: LiveLoop, action: Action, value: object = None) -> None:
         log.info("paused" if policy.paused else "resumed")
     elif action in (Action.MOTION_STRONGER, Action.MOTION_WEAKER, Action.SET_MOTION_SCALE):
         _set_motion_scale(loop, action, value)
+    elif action is Action.ADD_AVATAR and value is not None:
+        loop.avatars.append(value)  # type: ignore[arg-type]  (the policy's list too)
+    elif action is Action.SET_MARKER and callable(value):
+        loop.marker = value
 
 
 def _set_motion_scale(loop: LiveLoop, action: Action, value: object) -> None:

@@ -6,7 +6,7 @@ import logging
 import signal
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -156,6 +156,8 @@ def run(
             on_frame=record,
             marker=FrameMarker(options.marking, resolution, engine_marks=engine.marks_frames),
         )
+        if options.ui is not None:
+            stack.enter_context(_serve_ui(options, loop, engine, source, virtual_camera))
         try:
             written = loop.run()
         except BaseException:
@@ -261,11 +263,12 @@ def _open_sinks(
         and output.file is None
         and not output.virtual_camera
         and output.preview is not True
+        and options.ui is None
     ):
         checks.problems.append(
             InputError(
                 f"Nothing to do with the file input {source.name}: pass --output (a folder "
-                "or a video file), --virtual-cam or --preview."
+                "or a video file), --virtual-cam, --preview or --ui."
             )
         )
     return sinks
@@ -440,6 +443,47 @@ def _cropper(options: RunOptions, resolution: int, stack: ExitStack) -> Cropper:
         return ResizeCropper(resolution)
     detector = stack.enter_context(FaceDetector("video"))
     return FaceCropper(resolution, detector, options.framing)
+
+
+def _serve_ui(
+    options: RunOptions,
+    loop: LiveLoop,
+    engine: Engine,
+    source: FrameSource,
+    virtual_camera: VirtualCamera | None,
+) -> AbstractContextManager[object]:
+    """The control page (--ui) for this run's loop."""
+    from .ui import load_server
+    from .ui.api import RunInfo
+
+    server = load_server()
+    vcam = options.output.camera
+    size = source.size
+    avatar = Path(options.avatar).expanduser()
+    info = RunInfo(
+        engine={
+            "backend": str(engine.backend),
+            "precision": str(engine.precision),
+            "device": str(engine.device),
+        },
+        camera={
+            "name": source.name,
+            "size": list(size) if size else None,
+            "fps": source.fps,
+            "live": source.is_live,
+        },
+        virtual_camera=None
+        if virtual_camera is None
+        else {"device": virtual_camera.device, "size": [vcam.width, vcam.height]},
+        avatar_folder=avatar if avatar.is_dir() else None,
+        resolution=engine.io.resolution,
+        crop=options.crop,
+        framing=options.framing,
+        marking=options.marking,
+        engine_marks=engine.marks_frames,
+    )
+    assert options.ui is not None
+    return server.serve_ui(options.ui, loop, info, (vcam.width, vcam.height), vcam.fit)
 
 
 def _progress(source: FrameSource) -> Progress | None:

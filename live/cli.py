@@ -24,6 +24,7 @@ from .marking import MarkingOptions
 from .options import CaptureOptions, ModelOptions, OutputOptions, RunOptions
 from .startup import IncompleteRun
 from .timing import timing_mode
+from .ui.options import UiOptions
 from .virtualcam import VirtualCameraConfig
 
 log = logging.getLogger("avatarcam")
@@ -261,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the fix for each problem, and exit (0: that run would work)",
     )
     _add_marking_flags(parser)
+    _add_ui_flags(parser)
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
     _add_download_and_recording_flags(io, model)
     return parser
@@ -459,6 +461,38 @@ def _add_marking_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_ui_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags of live.ui.options.UiOptions (the control page in the browser)."""
+    ui = parser.add_argument_group("control page in the browser")
+    ui.add_argument(
+        "--ui",
+        action="store_true",
+        help="serve a control page (gallery, live view, controls, an OBS view at /obs) and "
+        "print its URL; needs pip install 'avatarcam[ui]'",
+    )
+    ui.add_argument(
+        "--ui-port", type=int, default=UiOptions.port, help="its port (default %(default)s)"
+    )
+    ui.add_argument(
+        "--ui-host",
+        default=UiOptions.host,
+        help="address to listen on (default %(default)s: this machine only; others are warned "
+        "about)",
+    )
+    ui.add_argument(
+        "--no-browser",
+        dest="open_browser",
+        action="store_false",
+        help="do not open the page in a browser",
+    )
+
+
+def _ui_options(args: argparse.Namespace) -> UiOptions | None:
+    if not args.ui:
+        return None
+    return UiOptions(host=args.ui_host, port=args.ui_port, open_browser=args.open_browser)
+
+
 def _marking_options(args: argparse.Namespace) -> MarkingOptions:
     return MarkingOptions(
         watermark=args.watermark,
@@ -525,6 +559,7 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
         ),
         loop=LoopOptions(mirror=args.mirror, best_frame=args.best_frame, no_face=args.no_face),
         marking=_marking_options(args),
+        ui=_ui_options(args),
     )
 
 

@@ -27,6 +27,8 @@ class Action(Enum):
     MOTION_STRONGER = "motion_stronger"  # motion strength + MOTION_SCALE_STEP
     MOTION_WEAKER = "motion_weaker"  # motion strength - MOTION_SCALE_STEP
     SET_MOTION_SCALE = "set_motion_scale"  # comes with the strength (a float)
+    ADD_AVATAR = "add_avatar"  # comes with a live.pipeline.PreparedAvatar (the control page)
+    SET_MARKER = "set_marker"  # comes with a new live.marking.FrameMarker (another label)
     QUIT = "quit"
 
 

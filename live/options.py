@@ -18,6 +18,7 @@ from .framing import FramingConfig
 from .loop import LoopOptions
 from .marking import MarkingOptions
 from .timing import TimingMode
+from .ui.options import UiOptions
 from .virtualcam import VirtualCameraConfig
 
 
@@ -73,6 +74,7 @@ class RunOptions:
     motion: MotionOptions = field(default_factory=MotionOptions)  # relative/absolute motion
     loop: LoopOptions = field(default_factory=LoopOptions)  # mirror, best frame, fallback
     marking: MarkingOptions = field(default_factory=MarkingOptions)  # watermark, label, C2PA
+    ui: UiOptions | None = None  # the control page in the browser (--ui); None: none
 
     def resolved(self, live: bool) -> RunOptions:
         """These options with every automatic (``None``) choice made for a camera input

@@ -45,8 +45,9 @@ def test_unknown_keys(code: int | None) -> None:
 
 def test_every_action_has_a_key() -> None:
     bound = {binding.action for binding in KEY_BINDINGS}
-    # Setting a motion strength takes a value: a controller (not a key) sends it.
-    assert bound == set(Action) - {Action.SET_MOTION_SCALE}
+    # Actions that take a value (a motion strength, an avatar, a marker): a controller (the
+    # control page, not a key) sends them.
+    assert bound == set(Action) - {Action.SET_MOTION_SCALE, Action.ADD_AVATAR, Action.SET_MARKER}
 
 
 def test_help_lists_every_binding() -> None:
