@@ -102,8 +102,8 @@ def test_output_video_keeps_the_audio_in_sync_and_signed(
         assert found is not None and found["state"] in ("Valid", "Trusted"), found
         assert main(["verify", str(out)]) == 0
         report = capsys.readouterr().out
-        assert "watermark v1 found in 12/12 frames" in report
-        assert "Content Credentials: valid" in report
+        assert "public disclosure mark (watermark v1) in 12/12 frames" in report
+        assert "Content Credentials: valid signature" in report
 
 
 def test_no_audio_drops_it(audio_run, tiny_golden: Golden, tmp_path: Path) -> None:
