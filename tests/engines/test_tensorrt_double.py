@@ -165,3 +165,29 @@ def test_driving_upload_is_staged_per_frame(
         engine.animate(_nchw(a["driving"][4]))
         np.testing.assert_array_equal(staging.numpy(), _nchw(a["driving"][4]))
         np.testing.assert_array_equal(engine._buffers[DRIVING].numpy(), staging.numpy())
+
+
+def test_the_double_defers_stream_work_until_a_synchronization(
+    tiny_golden: Golden, shared_engine_cache: Path, monkeypatch
+) -> None:
+    """As on a GPU: without the stream synchronization the host buffers still hold the last
+    frame (so the engine's synchronization is what makes its outputs right)."""
+    engine, _, _ = _start(tiny_golden, shared_engine_cache, monkeypatch)
+    a = tiny_golden.arrays
+    with engine:
+        engine.set_avatar(_nchw(a["source"]))
+        first = engine.animate(_nchw(a["driving"][1])).prediction
+        stream = engine._stream
+        stream.synchronize = lambda: None  # an engine that forgot to synchronize
+        try:
+            stale = engine.animate(_nchw(a["driving"][2])).prediction
+            assert stream.pending  # upload, enqueue and downloads are still queued
+        finally:
+            del stream.synchronize
+        np.testing.assert_array_equal(stale, first)
+        stream.synchronize()
+        np.testing.assert_array_equal(
+            engine._host_out["prediction"].numpy(),
+            engine.animate(_nchw(a["driving"][2])).prediction,
+        )
+        assert not np.array_equal(engine._host_out["prediction"].numpy(), first)
