@@ -402,20 +402,12 @@ class GpuCheck:
 
 @contextlib.contextmanager
 def strict_fp32(device: str) -> Iterator[None]:
-    """No TF32 in PyTorch's convolutions and matmuls while the fp32 baseline runs (CUDA); set
-    through the fp32_precision API on conv, RNN and matmul alike (mixing it with the legacy
-    allow_tf32 flags makes reading them raise), and restored after."""
+    """No TF32 in PyTorch's convolutions, RNNs and matmuls while the fp32 baseline runs (CUDA),
+    on every torch the project allows (:func:`engines.torch_engine.tf32_off`), restored after."""
     if not device.startswith("cuda"):
         yield
         return
-    import torch
+    from engines.torch_engine import tf32_off
 
-    holders = (torch.backends.cudnn.conv, torch.backends.cudnn.rnn, torch.backends.cuda.matmul)
-    saved = [(holder, holder.fp32_precision) for holder in holders]
-    for holder in holders:
-        holder.fp32_precision = "ieee"
-    try:
+    with tf32_off():
         yield
-    finally:
-        for holder, value in saved:
-            holder.fp32_precision = value

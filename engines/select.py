@@ -205,6 +205,7 @@ def _start(
             options.cuda_graph,
             _torch_compile(options),
             cache,
+            options.remeasure,
         )
     if backend == "onnxruntime":
         from .onnxruntime_engine import create_onnxruntime_engine
@@ -373,7 +374,7 @@ def _measured_cpu_order(
 
     label = f"cpu-{config.resolution}px-b{options.batch}-{options.precision}"
     try:
-        ranking = cpu_ranking(cache, key, runnable, start, io, label)
+        ranking = cpu_ranking(cache, key, runnable, start, io, label, options.remeasure)
     except (CheckpointError, ConfigError):
         raise
     except Exception as exc:  # the selection below reports each backend's own failure
