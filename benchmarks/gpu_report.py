@@ -39,6 +39,10 @@ def _verdict(results: dict[str, Any]) -> str:
     late = sum("time budget" in (row.get("reason") or "") for row in rows)
     if late:
         verdict += f"; {late} check(s) not run for lack of time (raise --budget-s)"
+    if results.get("stopped"):
+        verdict += (
+            f"; {results['stopped']}, {len(results.get('not_reached', []))} step(s) not reached"
+        )
     return verdict
 
 
@@ -167,6 +171,10 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append("")
     if results["problems"]:
         lines += ["## Problems", ""] + [f"- {p}" for p in results["problems"]] + [""]
+    if results.get("not_reached"):
+        title = "Stopped" if results.get("stopped") else "Not reached yet (run in progress)"
+        lines += [f"## {title}: steps not reached", ""]
+        lines += [f"- {name}" for name in results["not_reached"]] + [""]
     return "\n".join(lines)
 
 
