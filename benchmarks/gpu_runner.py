@@ -164,10 +164,15 @@ class GpuCheck:
         return time.perf_counter() - self.started
 
     def forget_failures(self) -> None:
-        """--remeasure: forget the failures remembered in the engine cache."""
+        """--remeasure: forget the failures remembered in the engine cache (failed provider
+        sets, failed builds)."""
+        from engines.cache import FAILED
         from engines.failures import FILE
 
-        (Path(self.cache_dir) / FILE).unlink(missing_ok=True)
+        root = Path(self.cache_dir)
+        (root / FILE).unlink(missing_ok=True)
+        for path in root.glob(f"*/*{FAILED}"):
+            path.unlink(missing_ok=True)
 
     # --- contract ----------------------------------------------------------------------------
 

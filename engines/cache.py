@@ -75,6 +75,9 @@ def cache_writes(root: Path) -> Iterator[None]:
         raise
 
 
+FAILED = ".failed.json"  # beside an entry: the error of its last failed build
+
+
 class CacheWarning(UserWarning):
     """A cache entry was unusable (corrupt, partial or stale) and is being rebuilt."""
 
@@ -199,9 +202,10 @@ class CacheEntry:
 class ArtifactCache:
     """Built artifacts under ``root`` (see the module doc)."""
 
-    def __init__(self, root: str | Path | None = None):
+    def __init__(self, root: str | Path | None = None, retry_failed: bool = False):
         self.root = Path(root).expanduser() if root is not None else default_cache_dir()
         self.builds = 0  # entries built (not reused) by this object, for logs and tests
+        self.retry_failed = retry_failed  # build again what failed before (--remeasure)
 
     # --- checkpoints ---------------------------------------------------------------------------
 
@@ -282,11 +286,18 @@ class ArtifactCache:
         files: Sequence[str],
         build: Callable[[Path], None],
         what: str,
+        remember_failure: bool = False,
     ) -> CacheEntry:
         """The entry for ``key``, built by ``build(folder)`` (which writes ``files`` into
-        ``folder``) when it is missing or unusable. ``what`` names it in messages."""
+        ``folder``) when it is missing or unusable. ``what`` names it in messages.
+
+        ``remember_failure``: a build that raises is remembered with its error (beside the
+        entry, so under the same key: until the versions in the key change) and not tried
+        again; the remembered error is raised instead, unless ``retry_failed``.
+        """
         folder = self.entry_path(kind, label, key)
         digest = key_digest(key)
+        failed = folder.with_name(folder.name + FAILED)
         with (
             cache_writes(self.root),
             FileLock(folder.with_name(folder.name + ".lock"), what=what),
@@ -294,13 +305,31 @@ class ArtifactCache:
             problem = self._problem(folder, key, files)
             if problem is None:
                 return CacheEntry(folder, digest)
+            if remember_failure and not self.retry_failed:
+                before = self._read_json(failed)
+                if isinstance(before, dict):
+                    raise EngineError(
+                        f"building the {what} failed on this machine before "
+                        f"({before.get('when', '?')}): {before.get('error', '?')}. It is not "
+                        "tried again until a version in its key changes; to try now: "
+                        f"--remeasure (or delete {failed})"
+                    )
             if problem != "missing":
                 warnings.warn(
                     f"the cached {what} in {folder} {problem}; rebuilding it",
                     CacheWarning,
                     stacklevel=2,
                 )
-            self._build(folder, key, files, build, what)
+            try:
+                self._build(folder, key, files, build, what)
+            except Exception as exc:
+                if remember_failure:
+                    text = str(exc).strip()
+                    error = f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+                    when = time.strftime("%Y-%m-%d %H:%M")
+                    atomic_write_json(failed, {"error": error, "when": when})
+                raise
+            failed.unlink(missing_ok=True)
             return CacheEntry(folder, digest)
 
     def _build(

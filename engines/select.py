@@ -192,7 +192,7 @@ def _start(
     from .cache import ArtifactCache
 
     io = model_io(config, config.resolution, options.batch)
-    cache = ArtifactCache(options.cache_dir)
+    cache = ArtifactCache(options.cache_dir, retry_failed=options.remeasure)
     if backend == "torch":
         from .torch_engine import create_torch_engine
 

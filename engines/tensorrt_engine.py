@@ -297,12 +297,13 @@ def create_tensorrt_engine(
 
     label = f"{model_slug(config)}-{io.resolution}px-b{io.batch}-{precision}"
     what = "TensorRT engine"
-    entry = cache.get_or_build("tensorrt", label, key, list(files.values()), build, what)
+    # A build that fails (minutes) is remembered and not retried at every start.
+    entry = cache.get_or_build("tensorrt", label, key, list(files.values()), build, what, True)
     paths = {graph: entry.file(name) for graph, name in files.items()}
     try:
         return TensorRTEngine(paths, io, precision, device, cuda_graph, cuda)
     except EngineLoadError as exc:
         cache.discard(entry, str(exc), what)
-        entry = cache.get_or_build("tensorrt", label, key, list(files.values()), build, what)
+        entry = cache.get_or_build("tensorrt", label, key, list(files.values()), build, what, True)
         paths = {graph: entry.file(name) for graph, name in files.items()}
         return TensorRTEngine(paths, io, precision, device, cuda_graph, cuda)
