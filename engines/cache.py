@@ -1,5 +1,7 @@
-"""The engine cache: built artifacts (ONNX files, optimized ONNX Runtime models, TensorRT
-engines and timing caches) kept between runs, so a second start takes seconds.
+"""The engine cache, the artifact store: built artifacts (ONNX files, optimized ONNX Runtime
+models, TensorRT engines and timing caches, measurements) kept between runs, so a second start
+takes seconds. Machine identity is :mod:`engines.identity`; the ONNX export recipe is
+:mod:`engines.onnx_recipe`.
 
 Layout under the cache root (``EngineOptions.cache_dir``, else ``$AVATARCAM_HOME/cache``, else
 ``$XDG_CACHE_HOME/avatarcam/cache`` = ``~/.cache/avatarcam/cache``)::
@@ -38,6 +40,19 @@ from typing import Any
 from export.files import atomic_write_bytes
 
 from .errors import EngineError
+from .identity import cpu_name, package_version
+
+__all__ = [
+    "ArtifactCache",
+    "CacheDirError",
+    "CacheEntry",
+    "CacheWarning",
+    "FileLock",
+    "cpu_name",  # re-exported from engines.identity
+    "default_cache_dir",
+    "key_digest",
+    "package_version",  # re-exported from engines.identity
+]
 
 CACHE_FORMAT = 1  # layout version of entries and manifests
 MANIFEST = "manifest.json"
@@ -407,80 +422,10 @@ def _safe(label: str) -> str:
     return out.strip("-.")[:80] or "entry"
 
 
-def cpu_name() -> str:
-    """The CPU model (ONNX Runtime's optimized models depend on its instruction set)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
+def __getattr__(name: str) -> Any:
+    # The ONNX recipe lives in engines.onnx_recipe (it imports this module).
+    if name == "onnx_artifacts":
+        from .onnx_recipe import onnx_artifacts
 
-    return platform.processor() or platform.machine()
-
-
-def package_version(distribution: str) -> str | None:
-    """The installed version of a distribution, or None."""
-    from importlib import metadata
-
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def onnx_artifacts(
-    cache: ArtifactCache,
-    checkpoint: str | Path,
-    config: Any,
-    resolution: int,
-    batch: int,
-    precision: str,
-) -> tuple[dict[str, Path], CacheEntry]:
-    """The checked ONNX files of both graphs, exported on a cache miss.
-
-    Keyed by the checkpoint's content hash, every config field, resolution, batch, precision
-    and :func:`export.onnx_export.export_fingerprint` (exporter, versions, graph sources).
-    Batch 1 exports are checked against PyTorch; larger batches are not (see ``build``).
-    """
-    from dataclasses import asdict
-
-    from export.checkpoint import load_model
-    from export.iospec import model_io
-    from export.onnx_export import (
-        GRAPHS,
-        export_fingerprint,
-        export_onnx,
-        model_slug,
-        onnx_filename,
-    )
-
-    io = model_io(config, resolution, batch)
-    names = {graph: onnx_filename(config, io, graph, precision) for graph in GRAPHS}
-    key = {
-        "checkpoint_sha256": cache.checkpoint_digest(checkpoint),
-        "config": asdict(config),
-        "resolution": resolution,
-        "batch": batch,
-        "precision": precision,
-        **export_fingerprint(),
-    }
-
-    def build(folder: Path) -> None:
-        print(
-            f"avatarcam: exporting the model to ONNX ({precision}, {resolution}x{resolution}, "
-            f"batch {batch}); this happens once per model and takes a minute ...",
-            file=sys.stderr,
-            flush=True,
-        )
-        model = load_model(checkpoint, config)
-        # The parity check against PyTorch (on the CPU) runs at batch 1; a larger batch is the
-        # same graph with another leading dimension, and costs the check minutes there.
-        verify = batch == 1
-        export_onnx(model, folder, resolution, batch, precision, verify=verify, filenames=names)
-
-    label = f"{model_slug(config)}-{resolution}px-b{batch}-{precision}"
-    entry = cache.get_or_build("onnx", label, key, list(names.values()), build, "ONNX export")
-    return {graph: entry.file(name) for graph, name in names.items()}, entry
+        return onnx_artifacts
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

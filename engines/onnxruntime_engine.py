@@ -323,9 +323,11 @@ def create_onnxruntime_engine(
     build and cache) the optimized models for them, and start the engine."""
     from export.onnx_export import model_slug
 
-    from .cache import CacheEntry, cpu_name, onnx_artifacts, package_version
+    from .cache import CacheEntry
     from .failures import FILE as FAILURES
     from .failures import FailureMemory
+    from .identity import cpu_name, package_version
+    from .onnx_recipe import onnx_artifacts
     from .onnxruntime_session import open_session
 
     ort = import_onnxruntime()

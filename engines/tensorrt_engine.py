@@ -269,7 +269,7 @@ def create_tensorrt_engine(
     from export.onnx_export import model_slug
     from export.tensorrt_build import BuildSettings, build_engine
 
-    from .cache import onnx_artifacts
+    from .onnx_recipe import onnx_artifacts
 
     cuda = require_cuda(device)
     trt = import_tensorrt()

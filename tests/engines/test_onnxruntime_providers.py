@@ -160,7 +160,7 @@ def test_a_gpu_engine_starts_with_its_options_when_the_tensorrt_ep_cannot_load(
 ) -> None:
     """Review point 3: the TensorRT EP is available but libnvinfer is not found; the wrapper's
     retry then ran CUDA with default options (TF32 on) and the engine refused to start."""
-    import engines.cache
+    import engines.onnx_recipe
 
     io = model_io_tiny()
     graphs = {}
@@ -173,7 +173,7 @@ def test_a_gpu_engine_starts_with_its_options_when_the_tensorrt_ep_cannot_load(
     monkeypatch.setattr(ore, "import_onnxruntime", lambda: ort)
     monkeypatch.setattr(ore, "pinned_zeros", lambda shape: None)
     entry = types.SimpleNamespace(digest="d")
-    monkeypatch.setattr(engines.cache, "onnx_artifacts", lambda *a: (paths, entry))
+    monkeypatch.setattr(engines.onnx_recipe, "onnx_artifacts", lambda *a: (paths, entry))
     config = load_config(tiny_golden.config, resolution=64)
     cache = ArtifactCache(tmp_path / "cache")
     with pytest.warns(EngineWarning, match="pageable"):
@@ -303,7 +303,7 @@ def test_the_cuda_provider_is_proven_before_exporting(
     active: list[str],
     match: str,
 ) -> None:
-    import engines.cache
+    import engines.onnx_recipe
 
     ort = FakeOrt(available, active)
     monkeypatch.setattr(ore, "import_onnxruntime", lambda: ort)
@@ -311,7 +311,7 @@ def test_the_cuda_provider_is_proven_before_exporting(
     def no_export(*args, **kwargs):
         raise AssertionError("exported although ONNX Runtime cannot use the GPU")
 
-    monkeypatch.setattr(engines.cache, "onnx_artifacts", no_export)
+    monkeypatch.setattr(engines.onnx_recipe, "onnx_artifacts", no_export)
     config = load_config(tiny_golden.config, resolution=64)
     with pytest.raises(EngineError, match=match) as info:
         ore.create_onnxruntime_engine(
