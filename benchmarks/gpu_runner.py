@@ -197,6 +197,11 @@ class GpuCheck:
             if wrong is not None:
                 return {**row, "status": "fail", "reason": wrong}
             outputs = contract.contract_outputs(engine, golden)
+            if variant.precision == "fp16" and self.device.startswith("cuda"):
+                from .fp16_evidence import evidence
+
+                driving = np.ascontiguousarray(golden.arrays["driving"][:1].transpose(0, 3, 1, 2))
+                row["fp16_evidence"] = evidence(engine, driving)
         except Exception as exc:
             return {**row, "status": "error", "reason": f"failed while running: {_first_line(exc)}"}
         finally:
@@ -209,6 +214,11 @@ class GpuCheck:
         if variant.precision == "fp16":
             fp32 = self.passed.get((golden.name, Variant(variant.backend, "fp32").name))
         verdict = contract.judge(outputs, golden, variant.precision, self.device, eager, fp32)
+        evidence = row.get("fp16_evidence")
+        if evidence is not None and not evidence["ran_fp16"]:
+            # Right numbers from fp32 kernels are not an fp16 result.
+            problem = f"fp16: no half-precision kernel ran ({evidence['what']})"
+            verdict = {**verdict, "status": "fail", "problems": [problem, *verdict["problems"]]}
         if verdict["status"] == "pass":
             self.passed[(golden.name, variant.name)] = outputs
         reason = "; ".join(verdict["problems"][:3]) or None

@@ -39,6 +39,7 @@ from .onnxruntime_providers import (
     TENSORRT_EP,
     Providers,
     cpu_nodes_note,
+    half_nodes,
     placement,
     preload_libraries,
     probe_cuda,
@@ -170,6 +171,7 @@ class OnnxRuntimeEngine(Engine):
         super().__init__(io, precision, str(dev))
         self._ort = import_onnxruntime()
         self._sessions = dict(sessions)  # by graph name
+        self.fp16_evidence: dict[str, Any] | None = None  # fp16 on a GPU: from the profile
         self.providers = list(self._sessions[io.frame.name].get_providers())  # active EPs
         for graph in (io.avatar, io.frame):
             session = self._sessions[graph.name]
@@ -242,6 +244,17 @@ class OnnxRuntimeEngine(Engine):
             profile = Path(session.end_profiling())
             try:
                 note = cpu_nodes_note(placement(profile), f"the {graph.name} graph")
+                if self.precision == "fp16" and graph.name == self.io.frame.name:
+                    total, half = half_nodes(profile)
+                    names = [n for nodes in half.values() for n in nodes]
+                    self.fp16_evidence = {
+                        "what": "profiled nodes of the frame graph with float16 outputs",
+                        "total": total,
+                        "half": len(names),
+                        "by_provider": {p: len(nodes) for p, nodes in half.items()},
+                        "examples": names[:3],
+                        "ran_fp16": bool(half.get(CUDA_EP)),
+                    }
             finally:
                 profile.unlink(missing_ok=True)
             if note is not None:

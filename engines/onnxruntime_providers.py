@@ -237,6 +237,31 @@ def placement(profile: Path) -> dict[str, list[str]]:
     return result
 
 
+def half_nodes(profile: Path) -> tuple[int, dict[str, list[str]]]:
+    """(compute nodes, {provider: the compute nodes with a float16 output}) from an ONNX
+    Runtime profile file: evidence that an fp16 session really computes in half (Casts are
+    not compute)."""
+    events = json.loads(Path(profile).read_text())
+    seen = set()
+    total = 0
+    half: dict[str, list[str]] = {}
+    for event in events:
+        name = str(event.get("name", ""))
+        args = event.get("args", {})
+        if event.get("cat") != "Node" or not name.endswith("_kernel_time") or name in seen:
+            continue
+        seen.add(name)
+        op = args.get("op_name", "?")
+        if op == "Cast":
+            continue
+        total += 1
+        types = [t for shape in args.get("output_type_shape", []) for t in shape]
+        if "float16" in types:
+            node = f"{name.removesuffix('_kernel_time')} ({op})"
+            half.setdefault(args.get("provider", "?"), []).append(node)
+    return total, half
+
+
 def cpu_nodes_note(by_provider: Mapping[str, list[str]], what: str) -> str | None:
     """A note naming the nodes of a GPU session that run on the CPU; None when none do."""
     cpu = list(by_provider.get(CPU_EP, []))

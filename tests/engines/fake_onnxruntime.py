@@ -93,6 +93,7 @@ class FakeSession:
         self.runs = 0
         self.profile_dir = profile_dir
         self.cpu_nodes: list[str] = []
+        self.half = False  # the profiled Conv has a float16 output (an fp16 graph)
         self.fallback = True  # the wrapper's run-time fallback (Session._enable_fallback)
 
     def disable_fallback(self):
@@ -137,7 +138,11 @@ class FakeSession:
             {
                 "cat": "Node",
                 "name": "conv_kernel_time",
-                "args": {"op_name": "Conv", "provider": "CUDAExecutionProvider"},
+                "args": {
+                    "op_name": "Conv",
+                    "provider": "CUDAExecutionProvider",
+                    "output_type_shape": [{"float16" if self.half else "float": [1, 4]}],
+                },
             }
         ]
         path = self.profile_dir / f"{self.graph.name}.json"

@@ -331,3 +331,52 @@ def test_placement_reads_a_real_profile(tmp_path: Path) -> None:
     assert by_provider == {CPU: ["probe (Relu)"]}
     assert "1 of 1 nodes run on the CPU" in orp.cpu_nodes_note(by_provider, "g")
     assert orp.cpu_nodes_note({CUDA: ["a (Conv)"]}, "g") is None
+
+
+@pytest.mark.parametrize("half", [True, False])
+def test_an_fp16_gpu_engine_reports_whether_half_kernels_ran(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, half: bool
+) -> None:
+    io = model_io_tiny()
+    ort = FakeOrt(ALL)
+    monkeypatch.setattr(ore, "import_onnxruntime", lambda: ort)
+    monkeypatch.setattr(ore, "pinned_zeros", lambda shape: (np.zeros(shape, np.float32), None))
+    requested = [(CUDA, {"device_id": "0", "use_tf32": "0"}), (CPU, {})]
+    sessions = {
+        graph.name: FakeSession(graph, [CUDA, CPU], dict(requested), tmp_path)
+        for graph in (io.avatar, io.frame)
+    }
+    sessions[io.frame.name].half = half
+    engine = ore.OnnxRuntimeEngine(sessions, io, "fp16", "cuda", requested, profiled=True)
+    try:
+        evidence = engine.fp16_evidence
+        assert evidence["ran_fp16"] is half and evidence["total"] == 1
+        assert evidence["examples"] == (["conv (Conv)"] if half else [])
+    finally:
+        engine.close()
+
+
+def test_half_nodes_read_a_real_profile(tmp_path: Path) -> None:
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper
+
+    nodes = [
+        helper.make_node("Cast", ["x"], ["h"], to=TensorProto.FLOAT16, name="to_half"),
+        helper.make_node("Relu", ["h"], ["r"], name="relu16"),
+        helper.make_node("Cast", ["r"], ["y"], to=TensorProto.FLOAT, name="to_float"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "half",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    options = orp.profiled_options(ort.SessionOptions(), tmp_path)
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=[CPU])
+    session.run(None, {"x": np.ones((1, 4), np.float32)})
+    total, half = orp.half_nodes(Path(session.end_profiling()))
+    assert total >= 1 and half and list(half) == [CPU]
+    assert not any("(Cast)" in node for node in half[CPU])
