@@ -369,6 +369,8 @@ def create_onnxruntime_engine(
             "tensorrt": package_version("tensorrt-cu12") or package_version("tensorrt"),
         },
     )
+    if getattr(cache, "retry_failed", False):
+        memory.forget()  # --remeasure: provider sets that failed here are tried again
     sessions: dict[str, Any] = {}
     notes: list[str] = []
     with contextlib.ExitStack() as stack:
