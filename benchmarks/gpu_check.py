@@ -27,6 +27,7 @@ import argparse
 import datetime as dt
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -290,6 +291,9 @@ def run_check(args: argparse.Namespace) -> int:
     plan = Plan(build_steps(check, goldens, variants), budget, check.started, check.device != "cpu")
     watchdog = Watchdog(max(budget, 0.0) + GRACE_S, writer, plan.pending)
     stopped = None
+    from export.tensorrt_build import set_build_deadline
+
+    set_build_deadline(time.monotonic() + budget)  # TensorRT's own limit: its progress monitor
     try:
         with stop_signals(budget):
             plan.run(writer)
@@ -299,6 +303,7 @@ def run_check(args: argparse.Namespace) -> int:
         print(log_stop, file=sys.stderr)
     finally:
         watchdog.cancel()
+        set_build_deadline(None)
     results = writer.write(stopped=stopped, not_reached=plan.pending() if stopped else [])
     print(summary(results))
     print(f"results: {args.out / 'gpu_check.json'}, {args.out / 'gpu_check.md'}")

@@ -338,7 +338,7 @@ class ArtifactCache:
             try:
                 self._build(folder, key, files, build, what)
             except Exception as exc:
-                if remember_failure:
+                if remember_failure and not getattr(exc, "transient", False):
                     text = str(exc).strip()
                     error = f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
                     when = time.strftime("%Y-%m-%d %H:%M")

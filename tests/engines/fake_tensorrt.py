@@ -178,6 +178,8 @@ def fake_tensorrt(cuda: FakeCuda, refuse_in_capture: bool = False) -> types.Simp
     trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(STRONGLY_TYPED=1)
     trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE="workspace")
     trt.BuilderFlag = types.SimpleNamespace(TF32="tf32", FP16="fp16")
+    trt.ProfilingVerbosity = types.SimpleNamespace(DETAILED="detailed")
+    trt.LayerInformationFormat = types.SimpleNamespace(JSON="json")
 
     class Network:
         def __init__(self, flags: int):
@@ -193,6 +195,7 @@ def fake_tensorrt(cuda: FakeCuda, refuse_in_capture: bool = False) -> types.Simp
             self.flags = {"tf32"}  # TensorRT's default
             self.builder_optimization_level = 3
             self.progress_monitor = None
+            self.profiling_verbosity = "layer_names_only"  # TensorRT's default
 
         def set_memory_pool_limit(self, pool: str, size: int) -> None:
             pass
@@ -226,6 +229,7 @@ def fake_tensorrt(cuda: FakeCuda, refuse_in_capture: bool = False) -> types.Simp
             header = {
                 "strongly_typed": bool(network.flags & (1 << 1)),
                 "flags": sorted(config.flags),
+                "detailed": config.profiling_verbosity == "detailed",
             }
             trt.built.append(header)
             return memoryview(MAGIC + json.dumps(header).encode() + b"\n" + network.onnx)
@@ -281,6 +285,7 @@ def fake_tensorrt(cuda: FakeCuda, refuse_in_capture: bool = False) -> types.Simp
             import onnxruntime
 
             self.header = header
+            self.onnx = onnx
             self.session = onnxruntime.InferenceSession(onnx, providers=["CPUExecutionProvider"])
             self.inputs = {i.name: tuple(i.shape) for i in self.session.get_inputs()}
             self.outputs = {o.name: tuple(o.shape) for o in self.session.get_outputs()}
@@ -299,6 +304,34 @@ def fake_tensorrt(cuda: FakeCuda, refuse_in_capture: bool = False) -> types.Simp
 
         def get_tensor_dtype(self, name: str) -> str:
             return trt.DataType.FLOAT
+
+        def create_engine_inspector(self) -> types.SimpleNamespace:
+            """Layer details as TensorRT gives them: names only unless built DETAILED; a
+            node computes in half when the graph's casts make it so and the network is
+            strongly typed (weakly typed without BuilderFlag.FP16 runs them as fp32)."""
+            import onnx
+
+            model = onnx.load_from_string(self.onnx)
+            half_values = {
+                node.output[0]
+                for node in model.graph.node
+                if node.op_type == "Cast"
+                and any(a.name == "to" and a.i == onnx.TensorProto.FLOAT16 for a in node.attribute)
+            }
+            layers = []
+            for node in model.graph.node:
+                if not self.header.get("detailed"):
+                    layers.append(node.name)
+                    continue
+                half = (self.header["strongly_typed"] or "fp16" in self.header["flags"]) and any(
+                    i in half_values for i in node.input
+                )
+                fmt = "Row major linear FP16 format" if half else "Row major linear FP32"
+                if half:
+                    half_values.update(node.output)
+                layers.append({"Name": node.name, "Outputs": [{"Format/Datatype": fmt}]})
+            text = json.dumps({"Layers": layers})
+            return types.SimpleNamespace(get_engine_information=lambda fmt: text)
 
         def create_execution_context(self) -> Context:
             context = Context(self)
