@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks import contract, gpu_runner
+from benchmarks import contract, gpu_runner, gpu_skips
 from benchmarks.contract import Variant
 from benchmarks.gpu_check import SCHEMA, main
 from engines import FrameResult
@@ -264,9 +264,9 @@ def test_variants_and_skip_reasons(monkeypatch: pytest.MonkeyPatch) -> None:
         assert why is not None and "EngineOptions.compile" in why[0]
     # No onnxscript (a GPU machine with only the minimal set): the exported backends are
     # skipped with the fix, not counted as failures; torch still runs.
-    real_find_spec = gpu_runner.importlib.util.find_spec
+    real_find_spec = gpu_skips.importlib.util.find_spec
     monkeypatch.setattr(
-        gpu_runner.importlib.util,
+        gpu_skips.importlib.util,
         "find_spec",
         lambda name, *a: None if name == "onnxscript" else real_find_spec(name, *a),
     )
@@ -282,7 +282,7 @@ def test_variants_and_skip_reasons(monkeypatch: pytest.MonkeyPatch) -> None:
     assert why is not None and why[0] == "no onnxruntime-gpu" and "avatarcam[gpu]" in why[1]
     # No TensorRT on the GPU machine: the row says exactly that.
     monkeypatch.setattr(
-        gpu_runner.importlib.util,
+        gpu_skips.importlib.util,
         "find_spec",
         lambda name, *a: None if name == "tensorrt" else real_find_spec(name, *a),
     )
