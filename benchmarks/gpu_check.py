@@ -6,8 +6,16 @@ the largest golden (p50/p99 per call at batch 1, frames/s at every batch) with t
 FOMM demo loop (eager PyTorch fp32, unsplit) measured in the same run as the baseline. Writes
 ``gpu_check.json`` and ``gpu_check.md`` into DIR and a short table to stdout.
 
-Exit status: 0 when every result that ran is right; 1 when any is wrong or a backend that
-loads fails; 2 without a usable CUDA GPU (one line) or with unusable arguments or data.
+Made for a short lease of a GPU machine (:mod:`benchmarks.gpu_plan`): the most valuable
+checks first, nothing started that cannot finish within ``--budget-s``, the results files
+rewritten after every row, and SIGTERM/SIGINT ending the run with what is done plus the list of
+what was not reached. ``--quick`` gives the essential table (batch 1, no torch.compile, short
+cells) in a few minutes. Engines are built into ``--cache-dir`` (default: the user's engine
+cache), so a second try reuses them.
+
+Exit status: 0 when every result that ran is right; 1 when any is wrong, a backend that
+loads fails, or the run was stopped by a signal; 2 without a usable CUDA GPU (one line) or with
+unusable arguments or data.
 Needs only PyTorch, numpy, PyYAML, and for the ONNX Runtime rows onnx, onnxscript and
 onnxruntime: no MediaPipe, pyvirtualcam, TensorRT or network. ``--device cpu --allow-cpu``
 (hidden) runs the same logic on the CPU, for the tests.
@@ -17,9 +25,9 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
+import os
 import sys
-import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +36,35 @@ from export.errors import UserError
 from . import contract
 from .contract import Variant
 from .errors import BenchmarkError
-from .gpu_runner import BATCHES, MIN_CALLS, WARMUP, GpuCheck, cuda_problem
+from .gpu_plan import (
+    GRACE_S,
+    Plan,
+    Step,
+    Stopped,
+    Watchdog,
+    Writer,
+    step_class,
+    stop_signals,
+    variant_rank,
+)
+from .gpu_runner import BATCHES, MIN_CALLS, WARMUP, GpuCheck, cuda_problem, skip_reason
+
+QUICK_BUDGET_S = 210.0  # --quick: the essential table well within 4 minutes
+QUICK_ITERATIONS = 50
+QUICK_CELL_S = 3.0
+
+
+def process_age_s() -> float:
+    """Seconds since this process started (interpreter start-up and imports included), so
+    that --budget-s bounds the whole command; 0 where /proc is missing."""
+    try:
+        stat = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        start_ticks = int(stat[19])  # field 22: starttime, in clock ticks since boot
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
 
 SCHEMA = "avatarcam-gpu-check/1"
 
@@ -54,29 +90,44 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--variants", help="only these variants, e.g. torch-fp32,onnxruntime-fp16 (default: all)"
     )
-    parser.add_argument(
-        "--batches", default=",".join(map(str, BATCHES)), help="default: %(default)s"
-    )
+    parser.add_argument("--batches", help=f"default: {','.join(map(str, BATCHES))} (--quick: 1)")
     parser.add_argument(
         "--iterations",
         type=int,
-        default=200,
         help="timed calls at batch 1; batch B times iterations/B calls, at least "
-        f"{MIN_CALLS} (default: %(default)s)",
+        f"{MIN_CALLS} (default: 200; --quick: {QUICK_ITERATIONS})",
     )
     parser.add_argument(
         "--budget-s",
         type=float,
-        default=420.0,
-        help="checks (contract rows, then latency cells) that would start after this many "
-        "seconds are skipped and reported (default: %(default)s)",
+        help="the whole command ends within about this many seconds (plus a few to write): "
+        "a step that would not finish in the time left is not started, one still running "
+        f"is stopped (default: 420; --quick: {QUICK_BUDGET_S:g})",
     )
     parser.add_argument(
-        "--cache-dir", type=Path, help="keep exported/built engines here (default: temporary)"
+        "--quick",
+        action="store_true",
+        help="the essential table: batch 1, no torch.compile, short latency cells",
+    )
+    parser.add_argument(
+        "--remeasure",
+        action="store_true",
+        help="forget remembered failures and measurements (a new try after a fix)",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        help="exported/built engines, kept between tries (default: the user's engine cache)",
     )
     parser.add_argument("--device", default="cuda", help=argparse.SUPPRESS)
     parser.add_argument("--allow-cpu", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.budget_s is None:
+        args.budget_s = QUICK_BUDGET_S if args.quick else 420.0
+    if args.iterations is None:
+        args.iterations = QUICK_ITERATIONS if args.quick else 200
+    if args.batches is None:
+        args.batches = "1" if args.quick else ",".join(map(str, BATCHES))
     try:
         args.batches = tuple(int(b) for b in args.batches.split(","))
     except ValueError:
@@ -97,7 +148,7 @@ def default_shared() -> Path:
 def _select(args: argparse.Namespace) -> list[Variant]:
     found = contract.variants(args.device)
     if not args.variants:
-        return found
+        return [v for v in found if not (args.quick and v.compiled)]
     wanted = [v.strip() for v in args.variants.split(",") if v.strip()]
     names = {v.name: v for v in found}
     unknown = [w for w in wanted if w not in names]
@@ -108,25 +159,91 @@ def _select(args: argparse.Namespace) -> list[Variant]:
     return [names[w] for w in wanted]
 
 
-def run_check(args: argparse.Namespace) -> dict[str, Any]:
-    """The whole check; the results document."""
+def build_steps(check: GpuCheck, goldens: list[Any], variants: list[Variant]) -> list[Step]:
+    """Every step of the run, in order of value (see :mod:`benchmarks.gpu_plan`)."""
+    largest = max(goldens, key=lambda g: g.resolution)
+    batches = list(check.args.batches)
+    ordered = sorted(variants, key=variant_rank)
+
+    def contract_step(golden: Any, variant: Variant) -> Step:
+        known = skip_reason(variant, check.device) is not None
+
+        def skip(why: str) -> None:
+            row = {"golden": golden.name, "variant": variant.name, "backend": variant.backend}
+            row.update(precision=variant.precision, cuda_graph=variant.cuda_graph)
+            check.contract.append(
+                {**row, "compiled": variant.compiled, "status": "skipped", "reason": why}
+            )
+
+        return Step(
+            f"contract {golden.name} {variant.name}",
+            step_class(variant),
+            lambda: check.contract_step(golden, variant),
+            skip,
+            lambda: known,
+        )
+
+    def cell_step(variant: Variant | None, batch: int) -> Step:
+        name = variant.name if variant is not None else "baseline"
+
+        def skip(why: str) -> None:
+            check.latency.append(
+                {"variant": name, "batch": batch, "status": "skipped", "reason": why}
+            )
+
+        if variant is None:
+            return Step(
+                f"latency baseline b{batch}", "baseline", lambda: check.baseline_cell(batch), skip
+            )
+        return Step(
+            f"latency {name} b{batch}",
+            step_class(variant),
+            lambda: check.variant_cell(variant, batch),
+            skip,
+            lambda: (largest.name, variant.name) not in check.passed,
+        )
+
+    steps = [
+        Step(
+            f"latency reference {largest.name}",
+            "reference",
+            lambda: check.prepare_reference(largest),
+            lambda why: setattr(check, "no_reference", why),
+        ),
+        cell_step(None, batches[0]),
+    ]
+    for variant in ordered:
+        steps += [contract_step(golden, variant) for golden in goldens]
+        steps.append(cell_step(variant, batches[0]))
+    for batch in batches[1:]:
+        steps.append(cell_step(None, batch))
+        steps += [cell_step(variant, batch) for variant in ordered]
+    return steps
+
+
+def run_check(args: argparse.Namespace) -> int:
+    """The whole check, its results written into ``args.out`` as they come; the exit status."""
+    from engines.cache import default_cache_dir
+
+    from .gpu_report import summary
     from .machine import machine_info, versions
 
     variants = _select(args)
     shared = args.shared or default_shared()
     goldens = [contract.load_golden_case(shared, g.strip()) for g in args.goldens.split(",")]
     started = dt.datetime.now(dt.timezone.utc)
-    with tempfile.TemporaryDirectory(prefix="avatarcam-gpu-check-") as folder:
-        check = GpuCheck(args, args.cache_dir or Path(folder))
-        check.run_contract(goldens, variants)
-        largest = max(goldens, key=lambda g: g.resolution)
-        check.run_latency(largest, variants)
-    if not any(row["status"] == "pass" for row in check.contract):
-        check.problems.append("nothing was verified: no variant passed the contract here")
-    return {
+    cache_dir = args.cache_dir or default_cache_dir()
+    check = GpuCheck(args, cache_dir)
+    budget = args.budget_s - args.age_s  # from now
+    if args.quick:
+        check.cell_seconds = QUICK_CELL_S
+    check.cell_seconds = min(check.cell_seconds, max(1.0, budget / 10))
+    if args.remeasure:
+        check.forget_failures()
+    largest = max(goldens, key=lambda g: g.resolution)
+    fixed = {
         "schema": SCHEMA,
         "timestamp": started.isoformat(timespec="seconds"),
-        "duration_s": round(check.elapsed(), 1),
         "command": " ".join(["python -m benchmarks.gpu_check", *args.argv]),
         "device": args.device,
         "machine": machine_info(),
@@ -140,6 +257,8 @@ def run_check(args: argparse.Namespace) -> dict[str, Any]:
             "iterations_batch1": args.iterations,
             "warmup": WARMUP,
             "budget_s": args.budget_s,
+            "quick": args.quick,
+            "cache_dir": str(cache_dir),
             "compile_supported": contract.compile_supported(),
             "motion": "relative, adapt-scale, reference = driving frame 0",
         },
@@ -150,11 +269,46 @@ def run_check(args: argparse.Namespace) -> dict[str, Any]:
             "fp16_mean_abs": contract.FP16_MEAN,
             "latency_vs_baseline": "2 x the fp32 bound for fp32 rows, the fp16 max for fp16",
         },
-        "contract": check.contract,
-        "latency": check.latency,
-        "problems": check.problems,
-        "ok": not check.problems,
     }
+
+    def document() -> dict[str, Any]:
+        check.speedups()
+        problems = list(check.problems)
+        if not any(row["status"] == "pass" for row in check.contract):
+            problems.append("nothing was verified: no variant passed the contract here")
+        return {
+            **fixed,
+            "duration_s": round(check.elapsed(), 1),
+            "contract": check.contract,
+            "latency": check.latency,
+            "problems": problems,
+            "ok": not problems,
+            "stopped": None,
+            "not_reached": [],
+        }
+
+    writer = Writer(args.out, document)
+    plan = Plan(build_steps(check, goldens, variants), budget, check.started, check.device != "cpu")
+    watchdog = Watchdog(max(budget, 0.0) + GRACE_S, writer, plan.pending)
+    stopped = None
+    from export.tensorrt_build import set_build_deadline
+
+    set_build_deadline(time.monotonic() + budget)  # TensorRT's own limit: its progress monitor
+    try:
+        with stop_signals(budget):
+            plan.run(writer)
+    except Stopped as exc:
+        stopped = exc.why
+        log_stop = f"gpu_check: {stopped}; results so far written"
+        print(log_stop, file=sys.stderr)
+    finally:
+        watchdog.cancel()
+        set_build_deadline(None)
+    results = writer.write(stopped=stopped, not_reached=plan.pending() if stopped else [])
+    print(summary(results))
+    print(f"results: {args.out / 'gpu_check.json'}, {args.out / 'gpu_check.md'}")
+    signalled = stopped is not None and stopped.startswith("stopped by")
+    return 0 if results["ok"] and not signalled else 1
 
 
 def gpu_info(device: str) -> dict[str, Any] | None:
@@ -175,6 +329,8 @@ def gpu_info(device: str) -> dict[str, Any] | None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # for the results' command
+    # As a command, the budget counts from the process start (imports included).
+    args.age_s = process_age_s() if argv is None else 0.0
     if args.device.startswith("cuda"):
         problem = cuda_problem(args.device)
         if problem is not None:
@@ -183,19 +339,11 @@ def main(argv: list[str] | None = None) -> int:
     elif args.device != "cpu" or not args.allow_cpu:
         print("gpu_check: --device must be cuda or cuda:N.", file=sys.stderr)
         return 2
-    from .gpu_report import markdown, summary
-
     try:
-        results = run_check(args)
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "gpu_check.json").write_text(json.dumps(results, indent=2) + "\n")
-        (args.out / "gpu_check.md").write_text(markdown(results))
+        return run_check(args)
     except UserError as exc:
         print(f"gpu_check: {exc}", file=sys.stderr)
         return 2
-    print(summary(results))
-    print(f"results: {args.out / 'gpu_check.json'}, {args.out / 'gpu_check.md'}")
-    return 0 if results["ok"] else 1
 
 
 if __name__ == "__main__":

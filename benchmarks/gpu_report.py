@@ -39,6 +39,10 @@ def _verdict(results: dict[str, Any]) -> str:
     late = sum("time budget" in (row.get("reason") or "") for row in rows)
     if late:
         verdict += f"; {late} check(s) not run for lack of time (raise --budget-s)"
+    if results.get("stopped"):
+        verdict += (
+            f"; {results['stopped']}, {len(results.get('not_reached', []))} step(s) not reached"
+        )
     return verdict
 
 
@@ -82,6 +86,13 @@ def _latency_table(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]
     return header, rows
 
 
+def _evidence(evidence: dict[str, Any] | None) -> str:
+    """``12/40 half`` (half-precision kernels or layers of all), or "-"."""
+    if not evidence:
+        return "-"
+    return f"{evidence['half']}/{evidence['total']} half" + ("" if evidence["ran_fp16"] else " (!)")
+
+
 def _contract_rows(results: dict[str, Any]) -> list[list[str]]:
     rows = []
     for row in results["contract"]:
@@ -97,6 +108,7 @@ def _contract_rows(results: dict[str, Any]) -> list[list[str]]:
                 _num(row.get("psnr_vs_fp32_db"), ".1f"),
                 _num(row.get("vs_eager_max_abs"), ".1e"),
                 (row.get("reason") or row.get("engine") or "").replace("|", "/"),
+                _evidence(row.get("fp16_evidence")),
             ]
         )
     return rows
@@ -129,7 +141,9 @@ def markdown(results: dict[str, Any]) -> str:
         + f", fp16 "
         f"max {tol['fp16_max_abs']:.3f} and mean {tol['fp16_mean_abs']:.4f}. PSNR of the "
         "frames against the reference; fp16 PSNR also against the same backend's fp32 frames; "
-        "CUDA-graph and compiled modes also against their eager run.",
+        "CUDA-graph and compiled modes also against their eager run. fp16 kernels: the "
+        "half-precision CUDA kernels (torch), float16 nodes (ONNX Runtime) or layers (TensorRT "
+        "inspector) of all; an fp16 row with none fails.",
         "",
         *_markdown_table(
             [
@@ -142,6 +156,7 @@ def markdown(results: dict[str, Any]) -> str:
                 "fp16 PSNR vs fp32 dB",
                 "vs eager max abs",
                 "engine or reason",
+                "fp16 kernels",
             ],
             _contract_rows(results),
         ),
@@ -167,6 +182,10 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append("")
     if results["problems"]:
         lines += ["## Problems", ""] + [f"- {p}" for p in results["problems"]] + [""]
+    if results.get("not_reached"):
+        title = "Stopped" if results.get("stopped") else "Not reached yet (run in progress)"
+        lines += [f"## {title}: steps not reached", ""]
+        lines += [f"- {name}" for name in results["not_reached"]] + [""]
     return "\n".join(lines)
 
 

@@ -10,10 +10,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import importlib.util
 import sys
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,9 @@ from export.errors import MissingDependencyError, UserError
 
 from . import contract
 from .contract import GoldenCase, Variant
+from .gpu_skips import NO_ORT_GPU, NO_TENSORRT, cuda_problem, skip_reason
+
+__all__ = ["NO_ORT_GPU", "NO_TENSORRT", "GpuCheck", "cuda_problem", "skip_reason", "start_engine"]
 
 BATCHES = (1, 4, 16, 64)
 WARMUP = 3  # untimed calls per cell: CUDA-graph capture, cuDNN autotuning, lazy allocations
@@ -33,56 +34,6 @@ CELL_SECONDS = 10.0  # time limit of one latency cell's timed calls
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def cuda_problem(device: str) -> str | None:
-    """Why ``device`` (cuda or cuda:N) cannot be used here, in one line; None when it can."""
-    import torch
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        available = torch.cuda.is_available()
-        count = torch.cuda.device_count() if available else 0
-    if not available:
-        if torch.version.cuda is None:
-            why = f"PyTorch {torch.__version__} is a CPU-only build"
-        elif caught:
-            why = str(caught[0].message).strip().splitlines()[0]
-        else:
-            why = f"PyTorch {torch.__version__} (CUDA {torch.version.cuda}) sees no GPU"
-        return (
-            f"{why}; run it on a machine with an NVIDIA GPU, its driver and a CUDA build of PyTorch"
-        )
-    index = int(device.split(":", 1)[1]) if ":" in device else 0
-    if index >= count:
-        return f"--device {device}: PyTorch sees {count} GPU(s); use cuda:0 .. cuda:{count - 1}"
-    return None
-
-
-def skip_reason(variant: Variant, device: str) -> str | None:
-    """Why ``variant`` cannot load here, known before trying (missing package or provider)."""
-    from engines.select import precheck
-
-    if variant.compiled and not contract.compile_supported():
-        return f"this build has no compiled torch mode (EngineOptions.{contract.COMPILE_FIELD})"
-    attempt = precheck(variant.backend, device, variant.precision)
-    if attempt is not None:
-        return f"{attempt.reason} (fix: {attempt.fix})"
-    missing = [m for m in ("onnx", "onnxscript") if importlib.util.find_spec(m) is None]
-    if variant.backend != "torch" and missing:
-        return (
-            f"exporting to ONNX needs {' and '.join(missing)}, not installed here "
-            f"(fix: pip install {' '.join(missing)})"
-        )
-    if variant.backend == "onnxruntime" and device.startswith("cuda"):
-        import onnxruntime
-
-        if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
-            return (
-                "onnxruntime has no CUDA execution provider (the CPU-only wheel; fix: pip "
-                "uninstall -y onnxruntime && pip install 'avatarcam[gpu]')"
-            )
-    return None
 
 
 def start_engine(
@@ -99,6 +50,11 @@ def start_engine(
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
+
+
+def _no_reference(name: str, batch: int, why: str) -> dict[str, Any]:
+    reason = f"the latency reference was not computed ({why})"
+    return {"variant": name, "batch": batch, "status": "skipped", "reason": reason}
 
 
 def _max_error(
@@ -122,8 +78,9 @@ def _runs_as_asked(engine: Any, variant: Variant, device: str) -> str | None:
 
 
 class GpuCheck:
-    """One run: :meth:`run_contract`, then :meth:`run_latency`; results accumulate in
-    ``contract``, ``latency`` and ``problems``."""
+    """The steps of one run (:mod:`benchmarks.gpu_plan` orders and times them): contract rows,
+    the latency reference, baseline and variant cells. Results accumulate in ``contract``,
+    ``latency`` and ``problems``."""
 
     def __init__(self, args: argparse.Namespace, cache_dir: Path):
         self.args = args
@@ -134,9 +91,27 @@ class GpuCheck:
         self.latency: list[dict[str, Any]] = []
         self.problems: list[str] = []
         self.passed: dict[tuple[str, str], dict[str, np.ndarray]] = {}  # (golden, variant)
+        self.cell_seconds = CELL_SECONDS  # time limit of one cell's timed calls
+        self.latency_golden: GoldenCase | None = None
+        self.no_reference = "not reached"  # why there is no latency reference (yet)
+        self.reference: dict[int, np.ndarray] = {}  # driving frame -> baseline prediction
+        self._frames = np.zeros((1,))
+        self._source = np.zeros((1,))
+        self._model: Any = None
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
+
+    def forget_failures(self) -> None:
+        """--remeasure: forget the failures remembered in the engine cache (failed provider
+        sets, failed builds)."""
+        from engines.cache import FAILED
+        from engines.failures import FILE
+
+        root = Path(self.cache_dir)
+        (root / FILE).unlink(missing_ok=True)
+        for path in root.glob(f"*/*{FAILED}"):
+            path.unlink(missing_ok=True)
 
     # --- contract ----------------------------------------------------------------------------
 
@@ -144,11 +119,9 @@ class GpuCheck:
         row: dict[str, Any] = {"golden": golden.name, "variant": variant.name}
         row.update(backend=variant.backend, precision=variant.precision)
         row.update(cuda_graph=variant.cuda_graph, compiled=variant.compiled)
-        why = skip_reason(variant, self.device)
-        if why is None and self.elapsed() > self.args.budget_s:
-            why = f"time budget of {self.args.budget_s:g} s spent (--budget-s)"
-        if why is not None:
-            return {**row, "status": "skipped", "reason": why}
+        skip = skip_reason(variant, self.device)
+        if skip is not None:
+            return {**row, "status": "skipped", "reason": skip[0], "fix": skip[1]}
         begin = time.perf_counter()
         try:
             engine = start_engine(golden, variant, self.device, 1, self.cache_dir)
@@ -163,6 +136,11 @@ class GpuCheck:
             if wrong is not None:
                 return {**row, "status": "fail", "reason": wrong}
             outputs = contract.contract_outputs(engine, golden)
+            if variant.precision == "fp16" and self.device.startswith("cuda"):
+                from .fp16_evidence import evidence
+
+                driving = np.ascontiguousarray(golden.arrays["driving"][:1].transpose(0, 3, 1, 2))
+                row["fp16_evidence"] = evidence(engine, driving)
         except Exception as exc:
             return {**row, "status": "error", "reason": f"failed while running: {_first_line(exc)}"}
         finally:
@@ -175,25 +153,27 @@ class GpuCheck:
         if variant.precision == "fp16":
             fp32 = self.passed.get((golden.name, Variant(variant.backend, "fp32").name))
         verdict = contract.judge(outputs, golden, variant.precision, self.device, eager, fp32)
+        evidence = row.get("fp16_evidence")
+        if evidence is not None and not evidence["ran_fp16"]:
+            # Right numbers from fp32 kernels are not an fp16 result.
+            problem = f"fp16: no half-precision kernel ran ({evidence['what']})"
+            verdict = {**verdict, "status": "fail", "problems": [problem, *verdict["problems"]]}
         if verdict["status"] == "pass":
             self.passed[(golden.name, variant.name)] = outputs
         reason = "; ".join(verdict["problems"][:3]) or None
         return {**row, **verdict, "reason": reason}
 
-    def run_contract(self, goldens: list[GoldenCase], variants: list[Variant]) -> None:
-        """Every variant on every golden, variant by variant: the slow-to-build modes come
-        last, so a spent time budget skips them, never an eager backend's check."""
-        for variant in variants:
-            for golden in goldens:
-                log(f"[contract] {golden.name} {variant.name} on {self.device}")
-                row = self.check_variant(golden, variant)
-                self.contract.append(row)
-                if row["status"] == "pass":
-                    log(f"  pass: max abs error {row['max_abs']:.2e}, PSNR {row['psnr_db']:.1f} dB")
-                else:
-                    log(f"  {row['status']}: {row['reason']}")
-                if row["status"] in ("fail", "error"):
-                    self.problems.append(f"{golden.name} {variant.name}: {row['reason']}")
+    def contract_step(self, golden: GoldenCase, variant: Variant) -> None:
+        """Check ``variant`` on ``golden``; the row goes into ``contract``."""
+        log(f"[contract] {golden.name} {variant.name} on {self.device}")
+        row = self.check_variant(golden, variant)
+        self.contract.append(row)
+        if row["status"] == "pass":
+            log(f"  pass: max abs error {row['max_abs']:.2e}, PSNR {row['psnr_db']:.1f} dB")
+        else:
+            log(f"  {row['status']}: {row['reason']}")
+        if row["status"] in ("fail", "error"):
+            self.problems.append(f"{golden.name} {variant.name}: {row['reason']}")
 
     # --- latency -----------------------------------------------------------------------------
 
@@ -220,7 +200,7 @@ class GpuCheck:
             prediction = call(inputs)
             end = clock.now()
             samples.append((end - begin) * 1000.0)
-            if len(samples) >= MIN_CALLS and sum(samples) > CELL_SECONDS * 1000.0:
+            if len(samples) >= MIN_CALLS and sum(samples) > self.cell_seconds * 1000.0:
                 break
         if prediction is not None:
             check(WARMUP + len(samples) - 1, prediction)
@@ -242,121 +222,113 @@ class GpuCheck:
             "speedup": None,
         }
 
-    def run_latency(self, golden: GoldenCase, variants: list[Variant]) -> None:
-        import torch
+    def _indices(self, call: int, batch: int) -> list[int]:
+        return [(call * batch + b) % self._frames.shape[0] for b in range(batch)]
 
+    def prepare_reference(self, golden: GoldenCase) -> None:
+        """The reference of every latency cell: the baseline's prediction of each driving
+        frame of ``golden`` (eager torch fp32, no TF32)."""
         from export.checkpoint import load_model
 
         from .baseline import DemoBaseline
 
         a = golden.arrays
-        driving = np.ascontiguousarray(a["driving"].transpose(0, 3, 1, 2))  # F x C x H x W
-        frames = driving.shape[0]
-        reference: dict[int, np.ndarray] = {}  # driving frame -> baseline prediction
-
-        def indices(call: int, batch: int) -> list[int]:
-            return [(call * batch + b) % frames for b in range(batch)]
-
-        model = load_model(golden.checkpoint, golden.config, self.device)
-        source = np.ascontiguousarray(a["source"].transpose(2, 0, 1)[None])
+        self.latency_golden = golden
+        self._frames = np.ascontiguousarray(a["driving"].transpose(0, 3, 1, 2))  # F x C x H x W
+        self._source = np.ascontiguousarray(a["source"].transpose(2, 0, 1)[None])
+        self._model = load_model(golden.checkpoint, golden.config, self.device)
         with strict_fp32(self.device):
-            # The reference of every cell: the baseline's prediction of each driving frame.
-            demo = DemoBaseline(model, source, driving[:1], 1, self.device)
-            for index in range(frames):
-                prediction = demo.step(demo.prepare(driving[index : index + 1])).prediction
-                reference[index] = prediction[0].astype(np.float64)
-            for batch in self.args.batches:
-                if self._out_of_time("baseline", batch):
-                    continue
-                log(f"[latency] baseline (eager torch fp32, unsplit) batch {batch}")
-                demo = DemoBaseline(model, source, driving[:1], batch, self.device)
-                worst = [0.0]
+            demo = DemoBaseline(self._model, self._source, self._frames[:1], 1, self.device)
+            for index in range(self._frames.shape[0]):
+                frame = self._frames[index : index + 1]
+                prediction = demo.step(demo.prepare(frame)).prediction
+                self.reference[index] = prediction[0].astype(np.float64)
 
-                def baseline_inputs(call: int, demo=demo, batch=batch) -> Any:
-                    return demo.prepare(driving[indices(call, batch)])
+    def baseline_cell(self, batch: int) -> None:
+        """The original demo loop's latency at ``batch``; the cell goes into ``latency``."""
+        import torch
 
-                def baseline_call(inputs: Any, demo=demo) -> np.ndarray:
-                    return demo.step(inputs).prediction
+        from .baseline import DemoBaseline
 
-                def check(call: int, prediction: np.ndarray, batch=batch, worst=worst) -> None:
-                    worst[0] = max(
-                        worst[0], _max_error(prediction, indices(call, batch), reference)
-                    )
+        if self.latency_golden is None:
+            self.latency.append(_no_reference("baseline", batch, self.no_reference))
+            return
+        log(f"[latency] baseline (eager torch fp32, unsplit) batch {batch}")
+        worst = [0.0]
+        driving = self._frames
 
-                try:
-                    samples = self._time_calls(baseline_inputs, baseline_call, batch, check)
-                except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
-                    self.latency.append(
-                        {
-                            "variant": "baseline",
-                            "batch": batch,
-                            "status": "out_of_memory",
-                            "reason": _first_line(exc),
-                        }
-                    )
-                    continue
-                finally:
-                    del demo
-                self.latency.append(self._judged("baseline", "fp32", batch, samples, worst[0]))
-        del model
-        gc.collect()
-        for variant in variants:
-            if (golden.name, variant.name) not in self.passed:
-                continue
-            for batch in self.args.batches:
-                if self._out_of_time(variant.name, batch):
-                    continue
-                log(f"[latency] {variant.name} batch {batch}")
-                try:
-                    cell = self._engine_cell(golden, variant, batch, driving, reference, indices)
-                except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
-                    cell = {"variant": variant.name, "batch": batch, "status": "out_of_memory"}
-                    cell["reason"] = _first_line(exc)
-                except UserError as exc:
-                    cell = {"variant": variant.name, "batch": batch, "status": "skipped"}
-                    cell["reason"] = _first_line(exc)
-                except Exception as exc:
-                    cell = {"variant": variant.name, "batch": batch, "status": "error"}
-                    cell["reason"] = _first_line(exc)
-                    self.problems.append(f"latency {variant.name} batch {batch}: {cell['reason']}")
-                self.latency.append(cell)
-                if self.device.startswith("cuda"):
-                    torch.cuda.empty_cache()
-        for cell in self.latency:
-            base = next(
-                (
-                    c
-                    for c in self.latency
-                    if c["variant"] == "baseline" and c["batch"] == cell["batch"]
-                ),
-                None,
+        def check(call: int, prediction: np.ndarray) -> None:
+            worst[0] = max(
+                worst[0], _max_error(prediction, self._indices(call, batch), self.reference)
             )
-            if cell["status"] == "ok" and base is not None and base["status"] == "ok":
-                cell["speedup"] = base["p50_ms"] / cell["p50_ms"]
 
-    def _out_of_time(self, name: str, batch: int) -> bool:
-        if self.elapsed() <= self.args.budget_s:
-            return False
-        self.latency.append(
-            {
-                "variant": name,
-                "batch": batch,
-                "status": "skipped",
-                "reason": f"time budget of {self.args.budget_s:g} s spent (--budget-s)",
-            }
-        )
-        return True
+        try:
+            with strict_fp32(self.device):
+                demo = DemoBaseline(self._model, self._source, driving[:1], batch, self.device)
+                samples = self._time_calls(
+                    lambda call: demo.prepare(driving[self._indices(call, batch)]),
+                    lambda inputs: demo.step(inputs).prediction,
+                    batch,
+                    check,
+                )
+        except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
+            cell = {"variant": "baseline", "batch": batch, "status": "out_of_memory"}
+            self.latency.append({**cell, "reason": _first_line(exc)})
+            return
+        self.latency.append(self._judged("baseline", "fp32", batch, samples, worst[0]))
 
-    def _engine_cell(
-        self,
-        golden: GoldenCase,
-        variant: Variant,
-        batch: int,
-        driving: np.ndarray,
-        reference: dict[int, np.ndarray],
-        indices: Callable[[int, int], list[int]],
-    ) -> dict[str, Any]:
+    def variant_cell(self, variant: Variant, batch: int) -> None:
+        """``variant``'s latency at ``batch`` (when its contract passed on the latency golden);
+        the cell goes into ``latency``."""
+        import torch
+
+        golden = self.latency_golden
+        if golden is None:
+            self.latency.append(_no_reference(variant.name, batch, self.no_reference))
+            return
+        row = {"variant": variant.name, "batch": batch}
+        if (golden.name, variant.name) not in self.passed:
+            status = next(
+                (
+                    c["status"]
+                    for c in self.contract
+                    if c["golden"] == golden.name and c["variant"] == variant.name
+                ),
+                "not checked",
+            )
+            self.latency.append(
+                {**row, "status": "skipped", "reason": f"contract on {golden.name}: {status}"}
+            )
+            return
+        log(f"[latency] {variant.name} batch {batch}")
+        try:
+            cell = self._engine_cell(golden, variant, batch)
+        except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
+            cell = {**row, "status": "out_of_memory", "reason": _first_line(exc)}
+        except UserError as exc:
+            cell = {**row, "status": "skipped", "reason": _first_line(exc)}
+        except Exception as exc:
+            cell = {**row, "status": "error", "reason": _first_line(exc)}
+            self.problems.append(f"latency {variant.name} batch {batch}: {cell['reason']}")
+        self.latency.append(cell)
+        if self.device.startswith("cuda"):
+            torch.cuda.empty_cache()
+
+    def speedups(self) -> None:
+        """Each cell's speedup over the baseline cell of its batch."""
+        base = {
+            c["batch"]: c
+            for c in self.latency
+            if c["variant"] == "baseline" and c["status"] == "ok"
+        }
+        for cell in self.latency:
+            if cell["status"] == "ok" and cell["batch"] in base:
+                cell["speedup"] = base[cell["batch"]]["p50_ms"] / cell["p50_ms"]
+
+    def _engine_cell(self, golden: GoldenCase, variant: Variant, batch: int) -> dict[str, Any]:
         from export.motion import relative_motion
+
+        driving, reference, indices = self._frames, self.reference, self._indices
 
         source = golden.arrays["source"].transpose(2, 0, 1)[None]
         worst = [0.0]
@@ -402,20 +374,12 @@ class GpuCheck:
 
 @contextlib.contextmanager
 def strict_fp32(device: str) -> Iterator[None]:
-    """No TF32 in PyTorch's convolutions and matmuls while the fp32 baseline runs (CUDA); set
-    through the fp32_precision API on conv, RNN and matmul alike (mixing it with the legacy
-    allow_tf32 flags makes reading them raise), and restored after."""
+    """No TF32 in PyTorch's convolutions, RNNs and matmuls while the fp32 baseline runs (CUDA),
+    on every torch the project allows (:func:`engines.torch_engine.tf32_off`), restored after."""
     if not device.startswith("cuda"):
         yield
         return
-    import torch
+    from engines.torch_engine import tf32_off
 
-    holders = (torch.backends.cudnn.conv, torch.backends.cudnn.rnn, torch.backends.cuda.matmul)
-    saved = [(holder, holder.fp32_precision) for holder in holders]
-    for holder in holders:
-        holder.fp32_precision = "ieee"
-    try:
+    with tf32_off():
         yield
-    finally:
-        for holder, value in saved:
-            holder.fp32_precision = value

@@ -1,5 +1,7 @@
-"""The engine cache: built artifacts (ONNX files, optimized ONNX Runtime models, TensorRT
-engines and timing caches) kept between runs, so a second start takes seconds.
+"""The engine cache, the artifact store: built artifacts (ONNX files, optimized ONNX Runtime
+models, TensorRT engines and timing caches, measurements) kept between runs, so a second start
+takes seconds. Machine identity is :mod:`engines.identity`; the ONNX export recipe is
+:mod:`engines.onnx_recipe`.
 
 Layout under the cache root (``EngineOptions.cache_dir``, else ``$AVATARCAM_HOME/cache``, else
 ``$XDG_CACHE_HOME/avatarcam/cache`` = ``~/.cache/avatarcam/cache``)::
@@ -38,6 +40,19 @@ from typing import Any
 from export.files import atomic_write_bytes
 
 from .errors import EngineError
+from .identity import cpu_name, package_version
+
+__all__ = [
+    "ArtifactCache",
+    "CacheDirError",
+    "CacheEntry",
+    "CacheWarning",
+    "FileLock",
+    "cpu_name",  # re-exported from engines.identity
+    "default_cache_dir",
+    "key_digest",
+    "package_version",  # re-exported from engines.identity
+]
 
 CACHE_FORMAT = 1  # layout version of entries and manifests
 MANIFEST = "manifest.json"
@@ -73,6 +88,9 @@ def cache_writes(root: Path) -> Iterator[None]:
         ):
             raise unwritable_cache(root, exc) from None
         raise
+
+
+FAILED = ".failed.json"  # beside an entry: the error of its last failed build
 
 
 class CacheWarning(UserWarning):
@@ -199,9 +217,10 @@ class CacheEntry:
 class ArtifactCache:
     """Built artifacts under ``root`` (see the module doc)."""
 
-    def __init__(self, root: str | Path | None = None):
+    def __init__(self, root: str | Path | None = None, retry_failed: bool = False):
         self.root = Path(root).expanduser() if root is not None else default_cache_dir()
         self.builds = 0  # entries built (not reused) by this object, for logs and tests
+        self.retry_failed = retry_failed  # build again what failed before (--remeasure)
 
     # --- checkpoints ---------------------------------------------------------------------------
 
@@ -282,11 +301,18 @@ class ArtifactCache:
         files: Sequence[str],
         build: Callable[[Path], None],
         what: str,
+        remember_failure: bool = False,
     ) -> CacheEntry:
         """The entry for ``key``, built by ``build(folder)`` (which writes ``files`` into
-        ``folder``) when it is missing or unusable. ``what`` names it in messages."""
+        ``folder``) when it is missing or unusable. ``what`` names it in messages.
+
+        ``remember_failure``: a build that raises is remembered with its error (beside the
+        entry, so under the same key: until the versions in the key change) and not tried
+        again; the remembered error is raised instead, unless ``retry_failed``.
+        """
         folder = self.entry_path(kind, label, key)
         digest = key_digest(key)
+        failed = folder.with_name(folder.name + FAILED)
         with (
             cache_writes(self.root),
             FileLock(folder.with_name(folder.name + ".lock"), what=what),
@@ -294,13 +320,31 @@ class ArtifactCache:
             problem = self._problem(folder, key, files)
             if problem is None:
                 return CacheEntry(folder, digest)
+            if remember_failure and not self.retry_failed:
+                before = self._read_json(failed)
+                if isinstance(before, dict):
+                    raise EngineError(
+                        f"building the {what} failed on this machine before "
+                        f"({before.get('when', '?')}): {before.get('error', '?')}. It is not "
+                        "tried again until a version in its key changes; to try now: "
+                        f"--remeasure (or delete {failed})"
+                    )
             if problem != "missing":
                 warnings.warn(
                     f"the cached {what} in {folder} {problem}; rebuilding it",
                     CacheWarning,
                     stacklevel=2,
                 )
-            self._build(folder, key, files, build, what)
+            try:
+                self._build(folder, key, files, build, what)
+            except Exception as exc:
+                if remember_failure and not getattr(exc, "transient", False):
+                    text = str(exc).strip()
+                    error = f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+                    when = time.strftime("%Y-%m-%d %H:%M")
+                    atomic_write_json(failed, {"error": error, "when": when})
+                raise
+            failed.unlink(missing_ok=True)
             return CacheEntry(folder, digest)
 
     def _build(
@@ -378,76 +422,10 @@ def _safe(label: str) -> str:
     return out.strip("-.")[:80] or "entry"
 
 
-def cpu_name() -> str:
-    """The CPU model (ONNX Runtime's optimized models depend on its instruction set)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
+def __getattr__(name: str) -> Any:
+    # The ONNX recipe lives in engines.onnx_recipe (it imports this module).
+    if name == "onnx_artifacts":
+        from .onnx_recipe import onnx_artifacts
 
-    return platform.processor() or platform.machine()
-
-
-def package_version(distribution: str) -> str | None:
-    """The installed version of a distribution, or None."""
-    from importlib import metadata
-
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def onnx_artifacts(
-    cache: ArtifactCache,
-    checkpoint: str | Path,
-    config: Any,
-    resolution: int,
-    batch: int,
-    precision: str,
-) -> tuple[dict[str, Path], CacheEntry]:
-    """The checked ONNX files of both graphs, exported on a cache miss.
-
-    Keyed by the checkpoint's content hash, every config field, resolution, batch, precision
-    and :func:`export.onnx_export.export_fingerprint` (exporter, versions, graph sources).
-    """
-    from dataclasses import asdict
-
-    from export.checkpoint import load_model
-    from export.iospec import model_io
-    from export.onnx_export import (
-        GRAPHS,
-        export_fingerprint,
-        export_onnx,
-        model_slug,
-        onnx_filename,
-    )
-
-    io = model_io(config, resolution, batch)
-    names = {graph: onnx_filename(config, io, graph, precision) for graph in GRAPHS}
-    key = {
-        "checkpoint_sha256": cache.checkpoint_digest(checkpoint),
-        "config": asdict(config),
-        "resolution": resolution,
-        "batch": batch,
-        "precision": precision,
-        **export_fingerprint(),
-    }
-
-    def build(folder: Path) -> None:
-        print(
-            f"avatarcam: exporting the model to ONNX ({precision}, {resolution}x{resolution}, "
-            f"batch {batch}); this happens once per model and takes a minute ...",
-            file=sys.stderr,
-            flush=True,
-        )
-        model = load_model(checkpoint, config)
-        export_onnx(model, folder, resolution, batch, precision, filenames=names)
-
-    label = f"{model_slug(config)}-{resolution}px-b{batch}-{precision}"
-    entry = cache.get_or_build("onnx", label, key, list(names.values()), build, "ONNX export")
-    return {graph: entry.file(name) for graph, name in names.items()}, entry
+        return onnx_artifacts
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,10 +1,9 @@
 """The ONNX Runtime backend: the exported graphs in ONNX Runtime sessions.
 
-Providers, in order of preference and only those this onnxruntime has: TensorRT EP (fp16
-only), CUDA EP (on ``cuda`` devices), then the CPU EP. Sessions are tuned for latency: all graph
-optimizations, sequential execution, one intra-op thread per physical core; the optimized model
-is cached (except with the TensorRT EP, whose compiled nodes cannot be saved; it caches its
-engines and timing cache itself, in the engine cache folder).
+Providers: the CUDA EP (on ``cuda`` devices, both precisions), then the CPU EP; sessions are
+opened and verified by :func:`engines.onnxruntime_session.open_session`. Sessions are tuned
+for latency: all graph optimizations, sequential execution, one intra-op thread per physical
+core; the optimized model is cached.
 
 Every graph tensor has one buffer (an ``OrtValue``) allocated once, and both sessions are bound
 to them with I/O binding: the avatar graph writes the avatar state into the device buffers the
@@ -19,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import sys
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -40,8 +38,8 @@ from .onnxruntime_providers import (
     GPU_EPS,
     TENSORRT_EP,
     Providers,
-    check_session,
     cpu_nodes_note,
+    half_nodes,
     placement,
     preload_libraries,
     probe_cuda,
@@ -49,6 +47,7 @@ from .onnxruntime_providers import (
     provider_list,
     temporary_profile_dir,
     tf32_disabled,
+    verify_session,
 )
 
 __all__ = [
@@ -127,8 +126,10 @@ def session_options(
 
 
 def create_session(ort: Any, model: Path, providers: Providers, options: Any) -> Any:
-    """An InferenceSession for ``model`` with ``providers``; TensorRT EP engines are built
-    without TF32 (see :func:`engines.onnxruntime_providers.tf32_disabled`)."""
+    """An InferenceSession for ``model`` with exactly ``providers`` (the wrapper's retry with
+    other providers and default options is off: ``enable_fallback=0``); TensorRT EP engines
+    are built without TF32 (see :func:`engines.onnxruntime_providers.tf32_disabled`). Use
+    :func:`engines.onnxruntime_session.open_session`, which also verifies the session."""
     names = [name for name, _ in providers]
     no_tf32 = tf32_disabled() if TENSORRT_EP in names else contextlib.nullcontext()
     try:
@@ -138,6 +139,7 @@ def create_session(ort: Any, model: Path, providers: Providers, options: Any) ->
                 sess_options=options,
                 providers=names,
                 provider_options=[opts for _, opts in providers],
+                enable_fallback=0,
             )
     except Exception as exc:
         raise EngineError(
@@ -150,7 +152,7 @@ class OnnxRuntimeEngine(Engine):
     """Runs the avatar and frame graphs in two ONNX Runtime sessions with I/O binding.
 
     ``requested`` (the providers asked for) is compared with what each session runs
-    (:func:`~engines.onnxruntime_providers.check_session`); ``profiled`` sessions (GPU) are run
+    (:func:`~engines.onnxruntime_providers.verify_session`); ``profiled`` sessions (GPU) are run
     once at start and their node placement reported.
     """
 
@@ -169,14 +171,15 @@ class OnnxRuntimeEngine(Engine):
         super().__init__(io, precision, str(dev))
         self._ort = import_onnxruntime()
         self._sessions = dict(sessions)  # by graph name
+        self.fp16_evidence: dict[str, Any] | None = None  # fp16 on a GPU: from the profile
         self.providers = list(self._sessions[io.frame.name].get_providers())  # active EPs
         for graph in (io.avatar, io.frame):
             session = self._sessions[graph.name]
             what = f"the {graph.name} graph"
             if requested is not None:
-                self.notes.extend(check_session(session, requested, dev, what))
+                self.notes.extend(verify_session(session, requested, dev, what))
             elif dev.is_cuda:
-                check_session(session, [], dev, what)
+                verify_session(session, [], dev, what)
             self._check_session(graph)
         self._location = "cuda" if dev.is_cuda else "cpu"
         self._device_id = dev.ordinal
@@ -241,6 +244,17 @@ class OnnxRuntimeEngine(Engine):
             profile = Path(session.end_profiling())
             try:
                 note = cpu_nodes_note(placement(profile), f"the {graph.name} graph")
+                if self.precision == "fp16" and graph.name == self.io.frame.name:
+                    total, half = half_nodes(profile)
+                    names = [n for nodes in half.values() for n in nodes]
+                    self.fp16_evidence = {
+                        "what": "profiled nodes of the frame graph with float16 outputs",
+                        "total": total,
+                        "half": len(names),
+                        "by_provider": {p: len(nodes) for p, nodes in half.items()},
+                        "examples": names[:3],
+                        "ran_fp16": bool(half.get(CUDA_EP)),
+                    }
             finally:
                 profile.unlink(missing_ok=True)
             if note is not None:
@@ -322,7 +336,12 @@ def create_onnxruntime_engine(
     build and cache) the optimized models for them, and start the engine."""
     from export.onnx_export import model_slug
 
-    from .cache import CacheEntry, cpu_name, key_digest, onnx_artifacts, package_version
+    from .cache import CacheEntry
+    from .failures import FILE as FAILURES
+    from .failures import FailureMemory
+    from .identity import cpu_name, package_version
+    from .onnx_recipe import onnx_artifacts
+    from .onnxruntime_session import open_session
 
     ort = import_onnxruntime()
     dev = Device.parse(device)
@@ -339,34 +358,36 @@ def create_onnxruntime_engine(
     onnx_paths, onnx_entry = onnx_artifacts(
         cache, checkpoint, config, io.resolution, io.batch, precision
     )
-    trt_cache = None
-    if gpu and precision == "fp16" and TENSORRT_EP in ort.get_available_providers():
-        trt_key = {"onnx": onnx_entry.digest, "onnxruntime": ort.__version__, "gpu": gpu_name}
-        trt_cache = cache.root / "onnxruntime-tensorrt" / key_digest(trt_key)
-        trt_cache.mkdir(parents=True, exist_ok=True)
-    providers = provider_list(ort, dev, precision, trt_cache)
-    names = [name for name, _ in providers]
+    providers = provider_list(ort, dev, precision)
+    memory = FailureMemory(
+        Path(cache.root) / FAILURES,
+        {
+            "cpu": cpu_name(),
+            "gpu": gpu_name,
+            "onnxruntime": ort.__version__,
+            "onnxruntime_distributions": installed_distributions(),
+            "tensorrt": package_version("tensorrt-cu12") or package_version("tensorrt"),
+        },
+    )
+    if getattr(cache, "retry_failed", False):
+        memory.forget()  # --remeasure: provider sets that failed here are tried again
     sessions: dict[str, Any] = {}
+    notes: list[str] = []
     with contextlib.ExitStack() as stack:
         profile_dir = Path(stack.enter_context(temporary_profile_dir())) if gpu else None
 
-        def start() -> OnnxRuntimeEngine:
-            return OnnxRuntimeEngine(sessions, io, precision, dev, providers, profiled=gpu)
-
-        if TENSORRT_EP in names:
-            # Compiled TensorRT nodes cannot be saved as an optimized model; the EP caches its
-            # engines in trt_cache instead. The first start builds them (minutes).
-            print(
-                "avatarcam: ONNX Runtime's TensorRT provider is building engines (minutes on "
-                "the first start; cached afterwards) ...",
-                file=sys.stderr,
-                flush=True,
+        def open_graph(graph: str, path: Path, optimized: Path | None) -> Any:
+            opened = open_session(
+                ort,
+                path,
+                [providers],
+                lambda: session_options(ort, optimized, profile_dir),
+                str(dev),
+                f"the {graph} graph",
+                memory,
             )
-            for graph, path in onnx_paths.items():
-                sessions[graph] = create_session(
-                    ort, path, providers, session_options(ort, None, profile_dir)
-                )
-            return start()
+            notes.extend(opened.notes)
+            return opened.session
 
         key = {
             "onnx": onnx_entry.digest,
@@ -381,22 +402,14 @@ def create_onnxruntime_engine(
         files = {graph: f"{graph}.optimized.onnx" for graph in onnx_paths}
 
         def build(folder: Path) -> None:
+            # Verified sessions only: no model optimized for another provider under this key.
             for graph, path in onnx_paths.items():
-                options = session_options(ort, folder / files[graph], profile_dir)
-                session = create_session(ort, path, providers, options)
-                # Do not cache a model optimized for another provider under this key.
-                check_session(session, providers, dev, f"the {graph} graph")
-                sessions[graph] = session
+                sessions[graph] = open_graph(graph, path, folder / files[graph])
 
         def load(entry: CacheEntry) -> None:
             for graph in onnx_paths:
                 if graph not in sessions:
-                    sessions[graph] = create_session(
-                        ort,
-                        entry.file(files[graph]),
-                        providers,
-                        session_options(ort, None, profile_dir),
-                    )
+                    sessions[graph] = open_graph(graph, entry.file(files[graph]), None)
 
         label = (
             f"{model_slug(config)}-{io.resolution}px-b{io.batch}-{precision}-"
@@ -411,4 +424,6 @@ def create_onnxruntime_engine(
             sessions.clear()
             entry = cache.get_or_build("onnxruntime", label, key, list(files.values()), build, what)
             load(entry)
-        return start()
+        engine = OnnxRuntimeEngine(sessions, io, precision, dev, providers, profiled=gpu)
+        engine.notes.extend(note for note in notes if note not in engine.notes)
+        return engine

@@ -1,20 +1,24 @@
 """ONNX Runtime execution providers: which to ask for, proof that they load, and a check that
 a session runs as asked.
 
-- TensorRT EP (fp16 only): the mixed-precision fp16 graph carries its own types, so TensorRT
-  builds it strongly typed (``trt_fp16_enable=0``; with ``1`` TensorRT may run the float32
-  keypoint and motion math in fp16). The EP has no option to turn TF32 off, so its engines are
-  built with ``NVIDIA_TF32_OVERRIDE=0`` (float32 layers stay float32, as in every backend), and
-  fp32 does not use the TensorRT EP at all: fp32 means fp32.
-- CUDA EP: ``use_tf32=0`` in both precisions (the float32 parts of fp16 stay exact too).
+- CUDA EP, in fp32 and fp16 alike, with ``use_tf32=0`` (float32 layers stay float32, as in
+  every backend). The fp16 graph is the mixed-precision export: its casts decide what runs in
+  half, and the CUDA EP runs each node in the type the graph gives it.
+- ONNX Runtime's TensorRT EP is not asked for. Its TensorRT network is weakly typed (the EP
+  has no option for a strongly typed network), so the fp16 graph's casts are only hints and
+  TensorRT may run them as fp32 layers (``trt_fp16_enable=0``) or run the float32 keypoint and
+  motion math in fp16 (``=1``); and it has no option to turn TF32 off. TensorRT runs through
+  the ``tensorrt`` backend instead, strongly typed. :mod:`engines.onnxruntime_session` still
+  handles a provider set with the TensorRT EP correctly (imports ``tensorrt`` first) for
+  callers that ask for one.
 - Before any export, a tiny session proves that the CUDA EP really loads (the onnxruntime-gpu
   wheel is installed and finds its CUDA and cuDNN libraries, preloaded with
   ``onnxruntime.preload_dlls()`` where available).
-- After a session is created, :func:`check_session` compares ``get_providers()`` and
+- After a session is created, :func:`verify_session` compares ``get_providers()`` and
   ``get_provider_options()`` with the request: ONNX Runtime only logs a warning when an EP
   cannot be created, and its Python wrapper retries a failed creation with default options
-  (GPU 0, TF32 on). Every difference is a visible :class:`~engines.errors.EngineWarning` or,
-  when the session cannot run as asked, an :class:`~engines.errors.EngineError`.
+  (GPU 0, TF32 on). A requested GPU provider that is not active, or a critical option that
+  differs, is an :class:`~engines.errors.EngineError`; smaller differences are notes.
 - :func:`placement` counts the nodes that run on the CPU in a GPU session (from one profiled
   run): each costs copies between host and device per frame.
 """
@@ -50,44 +54,27 @@ _CRITICAL = ("device_id", "use_tf32", "trt_fp16_enable")
 Providers = list[tuple[str, dict[str, str]]]
 
 
-def provider_list(
-    ort: Any, device: Device | str, precision: str, trt_cache: Path | None
-) -> Providers:
-    """Execution providers with options, in order of preference, for ``device``."""
+def provider_list(ort: Any, device: Device | str, precision: str) -> Providers:
+    """Execution providers with options, in order of preference, for ``device`` (the same in
+    both precisions: see the module docstring)."""
     device = Device.parse(str(device))
+    if precision not in ("fp32", "fp16"):
+        raise ValueError(f"unknown precision '{precision}': expected fp32 or fp16")
     available = set(ort.get_available_providers())
     providers: Providers = []
-    if device.is_cuda:
-        device_id = str(device.ordinal)
-        if TENSORRT_EP in available and trt_cache is not None and precision == "fp16":
-            providers.append(
-                (
-                    TENSORRT_EP,
-                    {
-                        "device_id": device_id,
-                        # Strongly typed: the mixed graph's casts decide what runs in fp16.
-                        "trt_fp16_enable": "0",
-                        "trt_engine_cache_enable": "1",
-                        "trt_engine_cache_path": str(trt_cache),
-                        "trt_timing_cache_enable": "1",
-                        "trt_timing_cache_path": str(trt_cache),
-                        "trt_max_workspace_size": str(4 << 30),
-                    },
-                )
+    if device.is_cuda and CUDA_EP in available:
+        providers.append(
+            (
+                CUDA_EP,
+                {
+                    "device_id": str(device.ordinal),
+                    "cudnn_conv_algo_search": "EXHAUSTIVE",
+                    "do_copy_in_default_stream": "1",
+                    # TF32 convolutions cost ~1e-3 of accuracy: off for every float32 layer.
+                    "use_tf32": "0",
+                },
             )
-        if CUDA_EP in available:
-            providers.append(
-                (
-                    CUDA_EP,
-                    {
-                        "device_id": device_id,
-                        "cudnn_conv_algo_search": "EXHAUSTIVE",
-                        "do_copy_in_default_stream": "1",
-                        # TF32 convolutions cost ~1e-3 of accuracy: off for every float32 layer.
-                        "use_tf32": "0",
-                    },
-                )
-            )
+        )
     providers.append((CPU_EP, {}))
     return providers
 
@@ -180,13 +167,15 @@ def probe_cuda(ort: Any, device: Device | str) -> None:
         raise EngineError(f"ONNX Runtime cannot use {device}: {problem}. Fix: {_FIX_GPU}")
 
 
-def check_session(session: Any, requested: Providers, device: Device | str, what: str) -> list[str]:
+def verify_session(
+    session: Any, requested: Providers, device: Device | str, what: str
+) -> list[str]:
     """Compare the session's active providers and options with ``requested``.
 
-    Raises EngineError when the session cannot run as asked (a GPU device without a GPU
-    provider, another GPU, TF32 or fp16 flags other than requested: the wrapper's silent retry
-    with default options); returns the notes about smaller differences (e.g. the TensorRT EP
-    did not load and the CUDA EP runs instead), each also issued as an EngineWarning.
+    Raises EngineError when the session does not run as asked: a GPU device without a GPU
+    provider, a requested GPU provider that is not active, or another GPU, TF32 or fp16 flag
+    than requested (the wrapper's silent retry with default options). Returns notes about
+    smaller option differences, each also issued as an EngineWarning.
     """
     device = Device.parse(str(device))
     active = list(session.get_providers())
@@ -199,16 +188,13 @@ def check_session(session: Any, requested: Providers, device: Device | str, what
         )
     for name, options in requested:
         if name not in active:
-            if name == TENSORRT_EP:
-                notes.append(
-                    f"{what}: ONNX Runtime's TensorRT provider did not load (libnvinfer.so.10 "
-                    "from TensorRT 10 not found?), the CUDA provider runs it instead (slower). "
-                    "Fix: pip install 'avatarcam[gpu]' (tensorrt-cu12 10.x), or use --backend "
-                    "tensorrt"
-                )
-            elif name != CPU_EP:
-                notes.append(f"{what}: the {name} did not load (active: {active})")
-            continue
+            if name == CPU_EP:
+                continue
+            hint = " (libnvinfer.so.10 from TensorRT 10 not found?)" if name == TENSORRT_EP else ""
+            raise EngineError(
+                f"ONNX Runtime did not start the requested {name} for {what}{hint} (active: "
+                f"{active})"
+            )
         got = actual.get(name, {})
         for key, want in options.items():
             have = got.get(key)
@@ -249,6 +235,31 @@ def placement(profile: Path) -> dict[str, list[str]]:
         seen.add(name)
         result.setdefault(provider, []).append(f"{name} ({args.get('op_name', '?')})")
     return result
+
+
+def half_nodes(profile: Path) -> tuple[int, dict[str, list[str]]]:
+    """(compute nodes, {provider: the compute nodes with a float16 output}) from an ONNX
+    Runtime profile file: evidence that an fp16 session really computes in half (Casts are
+    not compute)."""
+    events = json.loads(Path(profile).read_text())
+    seen = set()
+    total = 0
+    half: dict[str, list[str]] = {}
+    for event in events:
+        name = str(event.get("name", ""))
+        args = event.get("args", {})
+        if event.get("cat") != "Node" or not name.endswith("_kernel_time") or name in seen:
+            continue
+        seen.add(name)
+        op = args.get("op_name", "?")
+        if op == "Cast":
+            continue
+        total += 1
+        types = [t for shape in args.get("output_type_shape", []) for t in shape]
+        if "float16" in types:
+            node = f"{name.removesuffix('_kernel_time')} ({op})"
+            half.setdefault(args.get("provider", "?"), []).append(node)
+    return total, half
 
 
 def cpu_nodes_note(by_provider: Mapping[str, list[str]], what: str) -> str | None:

@@ -218,7 +218,7 @@ def create_openvino_engine(
 ) -> OpenVinoEngine:
     """Export (or reuse) the fp32 ONNX files, quantize the frame graph for int8 (or reuse the
     cached quantized model), compile both graphs for ``device`` and start the engine."""
-    from .cache import onnx_artifacts
+    from .onnx_recipe import onnx_artifacts
 
     ov = import_openvino()
     core = ov.Core()

@@ -21,6 +21,7 @@ class EngineOptions:
     compile: bool = False  # torch backend: torch.compile (inductor, CUDA graphs, static shapes)
     cache_dir: Path | None = None  # where built ONNX/TensorRT artifacts live (None: user cache)
     recalibrate_int8: bool = False  # int8: calibrate again even when a calibrated model is cached
+    remeasure: bool = False  # auto: measure again (backend race, compile or not), retry failures
     server: RemoteOptions | None = None  # the avatar server of the remote backend
 
 

@@ -5,19 +5,17 @@ versions, so ``auto`` measures once: both engines start (their artifacts are cac
 then run the frame graph in turn, interleaved, and the faster median wins. The result is
 cached beside the engines (:mod:`engines.cache`, kind ``selection``), keyed by the model's
 shapes, precision, CPU, threads and runtime versions, so later starts do not measure again;
-the selection reason quotes the numbers.
+the selection reason quotes the numbers (:func:`engines.verdict.measured_once`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,6 +23,7 @@ import numpy as np
 from export.iospec import ModelIO
 
 from .base import Engine
+from .verdict import measured_once
 
 log = logging.getLogger(__name__)
 
@@ -101,11 +100,13 @@ def cpu_ranking(
     start: Callable[[str], Engine],
     io: ModelIO,
     label: str,
+    remeasure: bool = False,
 ) -> Ranking:
-    """The cached ranking of ``backends`` for ``key``, measured on a miss."""
-    measured: dict[str, Ranking] = {}
+    """The cached ranking of ``backends`` for ``key``, measured on a miss (or ``remeasure``).
+    A ranking in which a backend failed is used for this start only, not kept: a backend that
+    failed once is not ranked last for ever."""
 
-    def build(folder: Path) -> None:
+    def run() -> dict[str, Any]:
         print(
             f"avatarcam: --backend auto is measuring {' and '.join(backends)} on this CPU "
             "(once; the result is cached) ...",
@@ -117,18 +118,24 @@ def cpu_ranking(
             raise RuntimeError("no CPU backend could be measured: " + "; ".join(failed.values()))
         order = tuple(sorted(ms, key=ms.__getitem__)) + tuple(b for b in backends if b not in ms)
         ranking = Ranking(order, ms, failed, time.strftime("%Y-%m-%d %H:%M"), False)
-        measured["now"] = ranking
-        data = {k: v for k, v in asdict(ranking).items() if k != "cached"}
-        (folder / RESULT).write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+        return {k: v for k, v in asdict(ranking).items() if k != "cached"}
 
-    entry = cache.get_or_build("selection", label, key, [RESULT], build, "backend measurement")
-    if "now" in measured:
-        return measured["now"]
-    data = json.loads(entry.file(RESULT).read_text(encoding="utf-8"))
+    verdict = measured_once(
+        cache,
+        "selection",
+        label,
+        key,
+        run,
+        "backend measurement",
+        remeasure,
+        keep=lambda result: not result["failed"],
+        file=RESULT,
+    )
+    data = verdict.result
     return Ranking(
         tuple(data["order"]),
         {k: float(v) for k, v in data["ms"].items()},
         dict(data["failed"]),
         str(data["measured_at"]),
-        True,
+        verdict.cached,
     )

@@ -204,7 +204,7 @@ def _start(
     from .cache import ArtifactCache
 
     io = model_io(config, config.resolution, options.batch)
-    cache = ArtifactCache(options.cache_dir)
+    cache = ArtifactCache(options.cache_dir, retry_failed=options.remeasure)
     if backend == "torch":
         from .torch_engine import create_torch_engine
 
@@ -217,6 +217,7 @@ def _start(
             options.cuda_graph,
             _torch_compile(options),
             cache,
+            options.remeasure,
         )
     if backend == "onnxruntime":
         from .onnxruntime_engine import create_onnxruntime_engine
@@ -385,7 +386,7 @@ def _measured_cpu_order(
 
     label = f"cpu-{config.resolution}px-b{options.batch}-{options.precision}"
     try:
-        ranking = cpu_ranking(cache, key, runnable, start, io, label)
+        ranking = cpu_ranking(cache, key, runnable, start, io, label, options.remeasure)
     except (CheckpointError, ConfigError):
         raise
     except Exception:  # the selection below reports each backend's own failure

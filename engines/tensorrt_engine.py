@@ -15,7 +15,9 @@ falls back to plain enqueues, with a warning. CUDA is reached through
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import warnings
 from collections.abc import Mapping
 from dataclasses import asdict
@@ -42,6 +44,39 @@ def import_tensorrt() -> Any:
     from export.tensorrt_build import import_tensorrt as _import
 
     return _import()
+
+
+_HALF = re.compile(r"FP16|Half", re.IGNORECASE)
+
+
+def layer_precisions(trt: Any, engine: Any) -> dict[str, Any] | None:
+    """How many of the engine's layers write half-precision outputs, from the engine
+    inspector (layer details need an engine built with ProfilingVerbosity.DETAILED, see
+    :mod:`export.tensorrt_build`); None when this TensorRT has no inspector."""
+    create = getattr(engine, "create_engine_inspector", None)
+    fmt = getattr(trt, "LayerInformationFormat", None)
+    if create is None or fmt is None:
+        return None
+    try:
+        info = json.loads(create().get_engine_information(fmt.JSON))
+    except (ValueError, RuntimeError) as exc:
+        log.info("the TensorRT engine inspector gave no layer information: %s", exc)
+        return None
+    layers = [layer for layer in info.get("Layers", []) if isinstance(layer, dict)]
+    half = [
+        str(layer.get("Name", "?"))
+        for layer in layers
+        if any(
+            _HALF.search(str(out.get("Format/Datatype", ""))) for out in layer.get("Outputs", [])
+        )
+    ]
+    return {
+        "what": "engine inspector: frame engine layers with half-precision outputs",
+        "total": len(layers),
+        "half": len(half),
+        "examples": half[:3],
+        "ran_fp16": bool(half),
+    }
 
 
 def require_cuda(device: str) -> Any:
@@ -72,6 +107,7 @@ class TensorRTEngine(Engine):
         self._trt = trt
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
+        self.fp16_evidence: dict[str, Any] | None = None  # fp16: the inspector's layer types
         self._engines: dict[str, Any] = {}
         self._contexts: dict[str, Any] = {}
         self._graph: Any = None  # the captured CUDA graph of the frame enqueue
@@ -100,6 +136,8 @@ class TensorRTEngine(Engine):
                     )
                 self._engines[graph.name] = engine
                 self._contexts[graph.name] = context
+                if precision == "fp16" and graph.name == io.frame.name:
+                    self.fp16_evidence = layer_precisions(trt, engine)
             specs = (*io.avatar.inputs, *io.avatar.outputs, *io.frame.inputs, *io.frame.outputs)
             with cuda.on_stream(self._stream):
                 # One device buffer per tensor name, shared by both engines, zero-filled on
@@ -269,7 +307,7 @@ def create_tensorrt_engine(
     from export.onnx_export import model_slug
     from export.tensorrt_build import BuildSettings, build_engine
 
-    from .cache import onnx_artifacts
+    from .onnx_recipe import onnx_artifacts
 
     cuda = require_cuda(device)
     trt = import_tensorrt()
@@ -297,12 +335,13 @@ def create_tensorrt_engine(
 
     label = f"{model_slug(config)}-{io.resolution}px-b{io.batch}-{precision}"
     what = "TensorRT engine"
-    entry = cache.get_or_build("tensorrt", label, key, list(files.values()), build, what)
+    # A build that fails (minutes) is remembered and not retried at every start.
+    entry = cache.get_or_build("tensorrt", label, key, list(files.values()), build, what, True)
     paths = {graph: entry.file(name) for graph, name in files.items()}
     try:
         return TensorRTEngine(paths, io, precision, device, cuda_graph, cuda)
     except EngineLoadError as exc:
         cache.discard(entry, str(exc), what)
-        entry = cache.get_or_build("tensorrt", label, key, list(files.values()), build, what)
+        entry = cache.get_or_build("tensorrt", label, key, list(files.values()), build, what, True)
         paths = {graph: entry.file(name) for graph, name in files.items()}
         return TensorRTEngine(paths, io, precision, device, cuda_graph, cuda)

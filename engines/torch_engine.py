@@ -47,26 +47,30 @@ COMPILE_MODES = {"cuda": "reduce-overhead", "cpu": "max-autotune-no-cudagraphs"}
 
 
 @contextlib.contextmanager
-def cudnn_settings() -> Iterator[None]:
-    """cuDNN autotuning on (static shapes), and no TF32 in float32 convolutions and matrix
-    products (fp32 engines and the float32 parts of fp16 engines). The process-wide flags are
-    restored on exit. Uses the ``fp32_precision`` API where this torch has it and never reads
-    the legacy ``allow_tf32`` flags then: reading them raises once anything in the process has
-    used the new API."""
-    cudnn = torch.backends.cudnn
+def tf32_off(backends: Any = None) -> Iterator[None]:
+    """No TF32 in float32 convolutions and matrix products while the block runs; the
+    process-wide flags are restored on exit. Works on every torch the project allows
+    (``torch>=2.2``): the ``fp32_precision`` API where this torch has it (2.9+; the legacy
+    ``allow_tf32`` flags are then never read, since reading them raises once anything in the
+    process has used the new API), else the legacy flags. ``backends``: ``torch.backends``
+    (a stand-in in tests)."""
+    backends = backends if backends is not None else torch.backends
+    cudnn = backends.cudnn
     conv = getattr(cudnn, "conv", None)
-    matmul = torch.backends.cuda.matmul
-    saved_benchmark = cudnn.benchmark
-    cudnn.benchmark = True
+    matmul = backends.cuda.matmul
     if conv is not None and hasattr(conv, "fp32_precision"):
-        saved = (conv.fp32_precision, matmul.fp32_precision)
-        conv.fp32_precision = "ieee"
-        matmul.fp32_precision = "ieee"
+        holders = [conv, matmul]
+        rnn = getattr(cudnn, "rnn", None)
+        if rnn is not None and hasattr(rnn, "fp32_precision"):
+            holders.append(rnn)
+        saved = [(holder, holder.fp32_precision) for holder in holders]
+        for holder in holders:
+            holder.fp32_precision = "ieee"
         try:
             yield
         finally:
-            conv.fp32_precision, matmul.fp32_precision = saved
-            cudnn.benchmark = saved_benchmark
+            for holder, value in saved:
+                holder.fp32_precision = value
         return
     saved_legacy = (cudnn.allow_tf32, matmul.allow_tf32)
     cudnn.allow_tf32 = False
@@ -75,6 +79,20 @@ def cudnn_settings() -> Iterator[None]:
         yield
     finally:
         cudnn.allow_tf32, matmul.allow_tf32 = saved_legacy
+
+
+@contextlib.contextmanager
+def cudnn_settings() -> Iterator[None]:
+    """cuDNN autotuning on (static shapes), and no TF32 in float32 convolutions and matrix
+    products (fp32 engines and the float32 parts of fp16 engines; :func:`tf32_off`). The
+    process-wide flags are restored on exit."""
+    cudnn = torch.backends.cudnn
+    saved_benchmark = cudnn.benchmark
+    cudnn.benchmark = True
+    try:
+        with tf32_off():
+            yield
+    finally:
         cudnn.benchmark = saved_benchmark
 
 
@@ -92,7 +110,10 @@ class TorchEngine(Engine):
         device: str | Device = "cpu",
         cuda_graph: bool = False,
         compile: bool = False,
+        strict_compile: bool = False,
     ):
+        """``strict_compile``: a failing torch.compile raises (for measuring it) instead of
+        falling back to the eager graphs with a warning."""
         dev = Device.parse(str(device))
         if precision not in ("fp32", "fp16"):
             raise ValueError(f"unknown precision '{precision}': expected fp32 or fp16")
@@ -123,18 +144,17 @@ class TorchEngine(Engine):
             threads = inference_threads()
             if torch.get_num_threads() != threads:
                 torch.set_num_threads(threads)
-        graphs: dict[str, torch.nn.Module] = {
+        eager: dict[str, torch.nn.Module] = {
             io.avatar.name: AvatarGraph(self._model, io),
             io.frame.name: FrameGraph(self._model, io),
         }
+        self._graphs = eager
         if compile:
             mode = COMPILE_MODES[dev.kind]
-            graphs = {
+            self._graphs = {
                 name: torch.compile(module, mode=mode, dynamic=False)
-                for name, module in graphs.items()
+                for name, module in eager.items()
             }
-            self.notes.append(f"torch.compile (inductor, mode={mode}, static shapes)")
-        self._graphs = graphs
         # CUDA graph state: static inputs/outputs of the frame call and the captured graph.
         self._static: dict[str, torch.Tensor] = {}
         self._static_out: tuple[torch.Tensor, ...] = ()
@@ -145,7 +165,34 @@ class TorchEngine(Engine):
                 for t in io.frame.inputs
             }
         if compile:
-            self.warm_up()
+            try:
+                self.warm_up()  # compiles
+            except Exception as exc:
+                if strict_compile:
+                    raise
+                self._compile_failed(exc, eager, cuda_graph and dev.is_cuda)
+            else:
+                self.notes.append(f"torch.compile (inductor, mode={mode}, static shapes)")
+
+    def _compile_failed(
+        self, exc: Exception, eager: dict[str, torch.nn.Module], cuda_graph: bool
+    ) -> None:
+        """torch.compile failed (no C++ compiler, an inductor or Triton error, ...): run the
+        eager graphs, with a warning."""
+        message = (
+            f"torch.compile failed on {self.device} ({type(exc).__name__}: "
+            f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}); running eagerly"
+        )
+        warnings.warn(message, EngineWarning, stacklevel=3)
+        self.notes.append(message)
+        self.compiled = False
+        self._graphs = eager
+        self.cuda_graph = cuda_graph
+        if cuda_graph:
+            self._static = {
+                t.name: torch.zeros(t.shape, dtype=torch.float32, device=self._dev)
+                for t in self.io.frame.inputs
+            }
 
     def _settings(self) -> contextlib.AbstractContextManager[None]:
         if self._dev.type != "cuda":
@@ -288,7 +335,8 @@ class TorchEngine(Engine):
 
 
 def _inductor_cache(cache: Any) -> None:
-    """Keep inductor's generated kernels in the engine cache (unless the user chose a folder)."""
+    """Keep inductor's generated kernels in the engine cache (unless the user chose a folder);
+    set before anything is compiled, the measurement included."""
     if cache is not None and "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(cache.root) / "torch-inductor")
 
@@ -302,24 +350,39 @@ def create_torch_engine(
     cuda_graph: bool = False,
     compile: bool | None = False,
     cache: Any = None,
+    remeasure: bool = False,
 ) -> TorchEngine:
     """Load the checkpoint and wrap it in a :class:`TorchEngine`.
 
     ``compile=None`` (``--backend auto``) compiles only where a measurement (made once and
-    kept in the engine cache, see :mod:`engines.compile_choice`) found it faster.
+    kept in the engine cache, see :mod:`engines.compile_choice`; ``remeasure`` redoes it) found
+    it faster. A compile that fails runs eagerly, with a warning.
     """
     from export.checkpoint import load_model
 
+    from .compile_choice import choose_compile, measure_variants
+
     dev = resolve(device)
     model = load_model(checkpoint, config)
+    _inductor_cache(cache)
+    why = ""
     if compile is None:
-        from .compile_choice import choose_compile
 
-        compile, why = choose_compile(model, io, precision, dev, cache, checkpoint)
-    else:
-        why = ""
-    if compile:
-        _inductor_cache(cache)
+        def make(compiled: bool) -> TorchEngine:
+            # Like with like: reduce-overhead replays CUDA graphs, so eager captures one too.
+            return TorchEngine(
+                model,
+                io,
+                precision,
+                dev,
+                cuda_graph=not compiled,
+                compile=compiled,
+                strict_compile=True,
+            )
+
+        compile, why = choose_compile(
+            io, precision, dev, cache, checkpoint, lambda: measure_variants(make), remeasure
+        )
     engine = TorchEngine(model, io, precision, dev, cuda_graph, compile)
     if why:
         engine.notes.append(why)

@@ -58,7 +58,23 @@ class BuildSettings:
     precision: str = "fp32"  # fp32, or fp16 from the mixed-precision ONNX (strongly typed)
     workspace: int = DEFAULT_WORKSPACE  # bytes of the workspace memory pool
     optimization_level: int = 3  # builder optimization level, 0 (fast build) to 5
-    format: int = 1  # bump when the build recipe changes
+    format: int = 2  # bump when the build recipe changes (2: detailed layer information)
+
+
+_deadline: float | None = None  # time.monotonic() after which builds are cancelled
+
+
+def set_build_deadline(deadline: float | None) -> None:
+    """Cancel TensorRT builds still running at ``deadline`` (a ``time.monotonic()`` value; None:
+    never), through the progress monitor (TensorRT >= 10): gpu_check's time budget."""
+    global _deadline
+    _deadline = deadline
+
+
+class BuildCancelled(TensorRTBuildError):
+    """A build cancelled at the deadline: not a failure of the build (not remembered)."""
+
+    transient = True
 
 
 def _stderr(line: str) -> None:
@@ -104,7 +120,7 @@ def make_progress_monitor(trt: Any, report: Callable[[str], None]) -> Any | None
                         self._last[phase_name] = decile
                         indent = "  " * self._depth(phase_name)
                         report(f"tensorrt: {indent}{phase_name}: {decile * 10}%")
-            return True  # never cancel
+            return _deadline is None or time.monotonic() < _deadline  # False cancels
 
         def phase_finish(self, phase_name: str) -> None:
             with self._lock:
@@ -171,6 +187,10 @@ def build_engine(
     config.builder_optimization_level = settings.optimization_level
     # TF32 is on by default; keep float32 layers (all of fp32, keypoints in fp16) exact.
     config.clear_flag(trt.BuilderFlag.TF32)
+    # Layer precisions for the engine inspector (evidence that fp16 layers run in half).
+    verbosity = getattr(trt, "ProfilingVerbosity", None)
+    if verbosity is not None:
+        config.profiling_verbosity = verbosity.DETAILED
     cache_bytes = b""
     if timing_cache is not None and Path(timing_cache).is_file():
         cache_bytes = Path(timing_cache).read_bytes()
@@ -189,6 +209,11 @@ def build_engine(
             serialized = builder.build_serialized_network(network, config)
     else:
         serialized = builder.build_serialized_network(network, config)
+    if serialized is None and _deadline is not None and time.monotonic() >= _deadline:
+        raise BuildCancelled(
+            f"the TensorRT build of {engine_path.name} was cancelled at the time limit after "
+            f"{time.monotonic() - start:.0f} s"
+        )
     if serialized is None:
         raise TensorRTBuildError(
             f"TensorRT {trt.__version__} failed to build an engine from {onnx_path.name} (see "

@@ -211,6 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --precision int8: calibrate the quantized model again on this run's avatar "
         "and input (it is calibrated once per model and device, on first use, and cached)",
     )
+    engine.add_argument(
+        "--remeasure",
+        action="store_true",
+        help="measure --backend auto's choices again (backend speed, torch.compile or not) and "
+        "retry builds and providers that failed on this machine (they are remembered)",
+    )
 
     _add_server_flags(parser)
 
@@ -299,6 +305,7 @@ def _engine_options(args: argparse.Namespace) -> EngineOptions:
         cuda_graph=args.cuda_graph,
         compile=args.compile,
         recalibrate_int8=args.recalibrate_int8,
+        remeasure=args.remeasure,
     )
     if args.server is None:
         if args.backend == "remote":

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks import contract, gpu_runner
+from benchmarks import contract, gpu_runner, gpu_skips
 from benchmarks.contract import Variant
 from benchmarks.gpu_check import SCHEMA, main
 from engines import FrameResult
@@ -57,9 +57,15 @@ def cpu_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         capture_output=True,
         text=True,
         timeout=600,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        env={**os.environ, "PYTHONWARNINGS": "ignore", "AVATARCAM_HOME": str(out / "home")},
     )
     return {"result": result, "out": out}
+
+
+@pytest.fixture(autouse=True)
+def _engine_cache_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """gpu_check keeps engines in the user's engine cache by default: not from tests."""
+    monkeypatch.setenv("AVATARCAM_HOME", str(tmp_path / "home"))
 
 
 @pytest.mark.slow
@@ -255,17 +261,17 @@ def test_variants_and_skip_reasons(monkeypatch: pytest.MonkeyPatch) -> None:
     ]
     if not contract.compile_supported():
         why = gpu_runner.skip_reason(Variant("torch", "fp32", compiled=True), "cpu")
-        assert why is not None and "EngineOptions.compile" in why
+        assert why is not None and "EngineOptions.compile" in why[0]
     # No onnxscript (a GPU machine with only the minimal set): the exported backends are
     # skipped with the fix, not counted as failures; torch still runs.
-    real_find_spec = gpu_runner.importlib.util.find_spec
+    real_find_spec = gpu_skips.importlib.util.find_spec
     monkeypatch.setattr(
-        gpu_runner.importlib.util,
+        gpu_skips.importlib.util,
         "find_spec",
         lambda name, *a: None if name == "onnxscript" else real_find_spec(name, *a),
     )
     why = gpu_runner.skip_reason(Variant("onnxruntime", "fp16"), "cpu")
-    assert why is not None and "pip install onnxscript" in why
+    assert why is not None and "onnxscript" in why[0] and "pip install onnxscript" in why[1]
     assert gpu_runner.skip_reason(Variant("torch", "fp32"), "cpu") is None
     monkeypatch.undo()
     # A CPU-only onnxruntime wheel on a GPU machine: skipped with the command that fixes it.
@@ -273,7 +279,15 @@ def test_variants_and_skip_reasons(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
     why = gpu_runner.skip_reason(Variant("onnxruntime", "fp32"), "cuda")
-    assert why is not None and "avatarcam[gpu]" in why
+    assert why is not None and why[0] == "no onnxruntime-gpu" and "avatarcam[gpu]" in why[1]
+    # No TensorRT on the GPU machine: the row says exactly that.
+    monkeypatch.setattr(
+        gpu_skips.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "tensorrt" else real_find_spec(name, *a),
+    )
+    why = gpu_runner.skip_reason(Variant("tensorrt", "fp16", cuda_graph=True), "cuda")
+    assert why is not None and why[0] == "no TensorRT" and "avatarcam[gpu]" in why[1]
 
 
 def test_cuda_problem_names_the_gpu_index(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -93,6 +93,11 @@ class FakeSession:
         self.runs = 0
         self.profile_dir = profile_dir
         self.cpu_nodes: list[str] = []
+        self.half = False  # the profiled Conv has a float16 output (an fp16 graph)
+        self.fallback = True  # the wrapper's run-time fallback (Session._enable_fallback)
+
+    def disable_fallback(self):
+        self.fallback = False
 
     def get_inputs(self):
         return [types.SimpleNamespace(name=t.name, shape=list(t.shape)) for t in self.graph.inputs]
@@ -133,7 +138,11 @@ class FakeSession:
             {
                 "cat": "Node",
                 "name": "conv_kernel_time",
-                "args": {"op_name": "Conv", "provider": "CUDAExecutionProvider"},
+                "args": {
+                    "op_name": "Conv",
+                    "provider": "CUDAExecutionProvider",
+                    "output_type_shape": [{"float16" if self.half else "float": [1, 4]}],
+                },
             }
         ]
         path = self.profile_dir / f"{self.graph.name}.json"
@@ -141,17 +150,141 @@ class FakeSession:
         return str(path)
 
 
+# Provider option names the real execution providers accept, for onnxruntime(-gpu) 1.21 to 1.31
+# (pyproject's range). ONNX Runtime parses them with ProviderOptionsParser, which fails on any
+# other name ("Unknown provider option"). Sources: microsoft/onnxruntime
+# include/onnxruntime/core/providers/cuda/cuda_provider_options.h (OrtCUDAProviderOptionsV2),
+# onnxruntime/core/providers/cuda/cuda_execution_provider_info.cc (provider_option_names),
+# include/onnxruntime/core/providers/tensorrt/tensorrt_provider_options.h
+# (OrtTensorRTProviderOptionsV2) and onnxruntime/core/providers/tensorrt/
+# tensorrt_execution_provider_info.cc.
+CUDA_OPTIONS = frozenset(
+    {
+        "device_id",
+        "has_user_compute_stream",
+        "user_compute_stream",
+        "do_copy_in_default_stream",
+        "cudnn_conv_algo_search",
+        "gpu_mem_limit",
+        "arena_extend_strategy",
+        "gpu_external_alloc",
+        "gpu_external_free",
+        "gpu_external_empty_cache",
+        "cudnn_conv_use_max_workspace",
+        "enable_cuda_graph",
+        "cudnn_conv1d_pad_to_nc1d",
+        "tunable_op_enable",
+        "tunable_op_tuning_enable",
+        "tunable_op_max_tuning_duration_ms",
+        "enable_skip_layer_norm_strict_mode",
+        "prefer_nhwc",
+        "use_ep_level_unified_stream",
+        "use_tf32",
+        "gelu_disable_half2",
+        "fuse_conv_bias",
+        "sdpa_kernel",
+    }
+)
+TENSORRT_OPTIONS = frozenset(
+    {
+        "device_id",
+        "has_user_compute_stream",
+        "user_compute_stream",
+        "trt_max_partition_iterations",
+        "trt_min_subgraph_size",
+        "trt_max_workspace_size",
+        "trt_fp16_enable",
+        "trt_bf16_enable",
+        "trt_int8_enable",
+        "trt_int8_calibration_table_name",
+        "trt_int8_use_native_calibration_table",
+        "trt_dla_enable",
+        "trt_dla_core",
+        "trt_dump_subgraphs",
+        "trt_engine_cache_enable",
+        "trt_engine_cache_path",
+        "trt_engine_decryption_enable",
+        "trt_engine_decryption_lib_path",
+        "trt_force_sequential_engine_build",
+        "trt_context_memory_sharing_enable",
+        "trt_layer_norm_fp32_fallback",
+        "trt_timing_cache_enable",
+        "trt_timing_cache_path",
+        "trt_force_timing_cache",
+        "trt_detailed_build_log",
+        "trt_build_heuristics_enable",
+        "trt_sparsity_enable",
+        "trt_builder_optimization_level",
+        "trt_auxiliary_streams",
+        "trt_tactic_sources",
+        "trt_extra_plugin_lib_paths",
+        "trt_profile_min_shapes",
+        "trt_profile_max_shapes",
+        "trt_profile_opt_shapes",
+        "trt_cuda_graph_enable",
+        "trt_dump_ep_context_model",
+        "trt_ep_context_file_path",
+        "trt_ep_context_embed_mode",
+        "trt_weight_stripped_engine_enable",
+        "trt_onnx_model_folder_path",
+        "trt_engine_cache_prefix",
+        "trt_engine_hw_compatible",
+        "trt_op_types_to_exclude",
+    }
+)
+KNOWN_OPTIONS = {
+    "CUDAExecutionProvider": CUDA_OPTIONS,
+    "TensorrtExecutionProvider": TENSORRT_OPTIONS,
+    "CPUExecutionProvider": frozenset(),
+}
+# What get_provider_options() reports for options nobody set (the providers' defaults).
+DEFAULTS = {
+    "CUDAExecutionProvider": {
+        "device_id": "0",
+        "use_tf32": "1",
+        "cudnn_conv_algo_search": "EXHAUSTIVE",
+        "do_copy_in_default_stream": "1",
+    },
+    "TensorrtExecutionProvider": {"device_id": "0", "trt_fp16_enable": "0"},
+    "CPUExecutionProvider": {},
+}
+
+
 class FakeOrt:
-    """The module: ``available`` providers; sessions activate ``active`` with ``options``."""
+    """The module: ``available`` providers; sessions activate ``active`` with ``options``
+    (None: what was requested, over the providers' defaults).
+
+    As the real library: a provider option name the provider does not have fails the session
+    creation; so does a provider in ``unloadable`` (its shared library is not found), and
+    ``needs_libnvinfer`` (when it returns False) for the TensorRT EP. Then, as the Python
+    wrapper (onnxruntime_inference_collection.InferenceSession.__init__), a failed creation is
+    retried once with ``[CUDA, CPU]`` (TensorRT EP requested and available) or ``[CPU]``, and
+    *no provider options*, unless the session was created with ``enable_fallback=0``.
+    ``graphs`` maps model file names to the GraphSpec a session of that file has.
+    """
 
     __version__ = "1.99.0"
     OrtValue = FakeOrtValue
+    GraphOptimizationLevel = types.SimpleNamespace(ORT_ENABLE_ALL=99)
+    ExecutionMode = types.SimpleNamespace(ORT_SEQUENTIAL=0)
 
-    def __init__(self, available, active=None, options=None):
+    def __init__(
+        self,
+        available,
+        active=None,
+        options=None,
+        unloadable=(),
+        needs_libnvinfer=None,
+        graphs=None,
+    ):
         self.available = list(available)
         self.active = list(active if active is not None else available)
         self.options = options  # None: the requested options
+        self.unloadable = set(unloadable)
+        self.needs_libnvinfer = needs_libnvinfer  # () -> bool: libnvinfer.so.10 is loaded
+        self.graphs = dict(graphs or {})
         self.sessions: list[dict] = []
+        self.printed: list[str] = []
 
     def preload_dlls(self):
         self.preloaded = True
@@ -161,17 +294,66 @@ class FakeOrt:
 
     class SessionOptions:
         log_severity_level = 0
+        optimized_model_filepath = ""
 
-    def InferenceSession(self, model, sess_options=None, providers=(), provider_options=()):
+    def _create(self, model, sess_options, providers, provider_options):
+        providers = list(providers or [])
+        provider_options = list(provider_options or [{} for _ in providers])
         requested = dict(zip(providers, provider_options, strict=True))
-        self.sessions.append(
-            {
-                "model": model,
-                "requested": requested,
-                "tf32_override": os.environ.get("NVIDIA_TF32_OVERRIDE"),
-            }
-        )
-        active = [p for p in self.active if p in providers or p == "CPUExecutionProvider"]
-        options = self.options if self.options is not None else requested
-        graph = types.SimpleNamespace(inputs=[], outputs=[], name="probe")
-        return FakeSession(graph, active, options)
+        for name, options in requested.items():
+            if name not in self.available:
+                continue  # the real one warns and drops it
+            unknown = sorted(set(options) - KNOWN_OPTIONS[name])
+            if unknown:
+                raise RuntimeError(f'[ONNXRuntimeError] : Unknown provider option: "{unknown[0]}".')
+            if name in self.unloadable or (
+                name == "TensorrtExecutionProvider"
+                and self.needs_libnvinfer is not None
+                and not self.needs_libnvinfer()
+            ):
+                raise RuntimeError(
+                    f"[ONNXRuntimeError] : 1 : FAIL : {name} could not be created: "
+                    "libnvinfer.so.10: cannot open shared object file"
+                )
+        active = [
+            p
+            for p in self.active
+            if (p in providers and p in self.available) or p == "CPUExecutionProvider"
+        ]
+        if self.options is not None:
+            options = self.options
+        else:
+            options = {p: {**DEFAULTS[p], **requested.get(p, {})} for p in active}
+        path = getattr(sess_options, "optimized_model_filepath", "")
+        if path:
+            Path(path).write_bytes(Path(model).read_bytes() if isinstance(model, str) else model)
+        name = Path(model).name if isinstance(model, str) else "probe"
+        graph = self.graphs.get(name) or types.SimpleNamespace(inputs=[], outputs=[], name=name)
+        profile_dir = None
+        if getattr(sess_options, "enable_profiling", False):
+            profile_dir = Path(sess_options.profile_file_prefix).parent
+        return FakeSession(graph, active, options, profile_dir)
+
+    def InferenceSession(
+        self, model, sess_options=None, providers=None, provider_options=None, **kwargs
+    ):
+        record = {
+            "model": model,
+            "requested": dict(zip(providers or [], provider_options or [], strict=False)),
+            "tf32_override": os.environ.get("NVIDIA_TF32_OVERRIDE"),
+            "retried": False,
+        }
+        self.sessions.append(record)
+        try:
+            return self._create(model, sess_options, providers, provider_options)
+        except RuntimeError as exc:
+            if int(kwargs.get("enable_fallback", 1)) != 1:
+                raise
+            trt = "TensorrtExecutionProvider"
+            if "CUDAExecutionProvider" in (providers or []) and trt in (providers or []):
+                fallback = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+            else:
+                fallback = ["CPUExecutionProvider"]
+            self.printed.append(f"EP Error {exc} when using {providers}")
+            record["retried"] = True
+            return self._create(model, sess_options, fallback, None)

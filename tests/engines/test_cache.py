@@ -202,7 +202,9 @@ def fake_export(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
     """Replace the (slow) export with one that writes placeholder files and records calls."""
     calls: list[tuple] = []
 
-    def export(model, folder, resolution, batch, precision, filenames):
+    def export(model, folder, resolution, batch, precision, verify, filenames):
+        # The CPU parity check runs for batch 1 only (minutes per larger batch otherwise).
+        assert verify == (batch == 1)
         calls.append((resolution, batch, precision))
         for name in filenames.values():
             (Path(folder) / name).write_bytes(f"{resolution}-{precision}".encode())
@@ -322,3 +324,42 @@ def test_unwritable_cache_names_the_folder_and_avatarcam_home(
     message = str(info.value)
     assert f"{home / 'cache'} cannot be written" in message
     assert "AVATARCAM_HOME" in message and "pip install" not in message
+
+
+def test_a_failed_build_is_remembered_until_the_key_changes_or_a_retry_is_asked(
+    tmp_path: Path,
+) -> None:
+    from engines.cache import ArtifactCache
+    from engines.errors import EngineError
+
+    calls: list[str] = []
+
+    def failing(folder: Path) -> None:
+        calls.append("build")
+        raise RuntimeError("TensorRT: out of tactics\nmore detail")
+
+    cache = ArtifactCache(tmp_path)
+    key = {"tensorrt": "10.9"}
+    with pytest.raises(RuntimeError, match="out of tactics"):
+        cache.get_or_build("tensorrt", "m", key, ["m.engine"], failing, "TensorRT engine", True)
+    with pytest.raises(
+        EngineError, match=r"failed on this machine before .*out of tactics.*--remeasure"
+    ):
+        cache.get_or_build("tensorrt", "m", key, ["m.engine"], failing, "TensorRT engine", True)
+    assert calls == ["build"]  # not tried again
+
+    def working(folder: Path) -> None:
+        calls.append("build")
+        (folder / "m.engine").write_bytes(b"engine")
+
+    # Another version is another key: built. A retry asked for (--remeasure): built.
+    cache.get_or_build("tensorrt", "m", {"tensorrt": "10.10"}, ["m.engine"], working, "e", True)
+    retry = ArtifactCache(tmp_path, retry_failed=True)
+    entry = retry.get_or_build("tensorrt", "m", key, ["m.engine"], working, "e", True)
+    assert entry.file("m.engine").read_bytes() == b"engine" and len(calls) == 3
+    # Once built, the failure is forgotten.
+    assert cache.get_or_build("tensorrt", "m", key, ["m.engine"], failing, "e", True) == entry
+    # Without remember_failure, a failure is retried every time (as before).
+    for _ in range(2):
+        with pytest.raises(RuntimeError):
+            cache.get_or_build("onnx", "x", key, ["x.onnx"], failing, "ONNX export")

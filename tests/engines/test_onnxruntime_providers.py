@@ -1,10 +1,12 @@
-"""ONNX Runtime on a GPU, without one: provider requests (strongly typed TensorRT, no TF32),
+"""ONNX Runtime on a GPU, without one: provider requests (CUDA EP, no TF32, only option names
+the real providers have), the session helper (provider sets tried in turn, verified, failures
+remembered),
 the CUDA probe before exporting, the check of what a session really runs, node placement and
 the per-frame copies, against a fake onnxruntime (tests/engines/fake_onnxruntime.py)."""
 
 from __future__ import annotations
 
-import os
+import types
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +14,10 @@ import pytest
 
 from engines import onnxruntime_engine as ore
 from engines import onnxruntime_providers as orp
+from engines import onnxruntime_session as ors
+from engines.cache import ArtifactCache
 from engines.errors import EngineError, EngineWarning
+from engines.failures import FailureMemory
 from export.config import load_config
 from export.iospec import DRIVING, model_io
 from tests.conftest import Golden
@@ -22,70 +27,194 @@ TRT, CUDA, CPU = orp.TENSORRT_EP, orp.CUDA_EP, orp.CPU_EP
 ALL = [TRT, CUDA, CPU]
 
 
-def test_fp16_tensorrt_provider_builds_the_mixed_graph_strongly_typed(tmp_path: Path) -> None:
-    # trt_fp16_enable=1 would let TensorRT run the float32 keypoint math in fp16.
-    fp16 = orp.provider_list(FakeOrt(ALL), "cuda:1", "fp16", tmp_path)
-    assert [name for name, _ in fp16] == ALL
-    trt_options, cuda_options = fp16[0][1], fp16[1][1]
-    assert trt_options["trt_fp16_enable"] == "0"
-    assert trt_options["device_id"] == "1" and cuda_options["device_id"] == "1"
-    assert trt_options["trt_engine_cache_path"] == str(tmp_path)
-
-
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
-def test_float32_layers_never_use_tf32(tmp_path: Path, precision: str) -> None:
-    providers = dict(orp.provider_list(FakeOrt(ALL), "cuda", precision, tmp_path))
-    assert providers[CUDA]["use_tf32"] == "0"  # the same in both modes, as in every backend
-    if precision == "fp32":
-        # The TensorRT EP cannot turn TF32 off: fp32 does not use it.
-        assert TRT not in providers
-    assert orp.provider_list(FakeOrt(ALL), "cpu", precision, tmp_path) == [(CPU, {})]
+def test_gpu_sessions_run_on_the_cuda_provider_without_tf32(precision: str) -> None:
+    # ORT's TensorRT EP builds weakly typed networks: its "fp16" may run the casts as fp32
+    # layers (trt_fp16_enable=0) or the float32 math in fp16 (=1). fp16 runs on the CUDA EP.
+    providers = orp.provider_list(FakeOrt(ALL), "cuda:1", precision)
+    assert [name for name, _ in providers] == [CUDA, CPU]
+    assert providers[0][1]["use_tf32"] == "0" and providers[0][1]["device_id"] == "1"
+    assert orp.provider_list(FakeOrt(ALL), "cpu", precision) == [(CPU, {})]
 
 
-def test_tensorrt_ep_engines_are_built_with_tf32_overridden_off(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("device", ["cuda", "cuda:1", "cpu"])
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_every_requested_option_is_one_the_real_provider_has(
+    tmp_path: Path, device: str, precision: str
 ) -> None:
-    monkeypatch.delenv("NVIDIA_TF32_OVERRIDE", raising=False)
     ort = FakeOrt(ALL)
-    providers = orp.provider_list(ort, "cuda", "fp16", tmp_path)
-    ore.create_session(ort, tmp_path / "m.onnx", providers, ort.SessionOptions())
-    ore.create_session(ort, tmp_path / "m.onnx", [(CUDA, {}), (CPU, {})], ort.SessionOptions())
-    assert [s["tf32_override"] for s in ort.sessions] == ["0", None]
-    assert "NVIDIA_TF32_OVERRIDE" not in os.environ  # restored
+    providers = orp.provider_list(ort, device, precision)
+    session = ore.create_session(ort, tmp_path / "m.onnx", providers, ort.SessionOptions())
+    assert not ort.sessions[-1]["retried"]
+    assert orp.verify_session(session, providers, device, "g") == []
 
 
-def _requested(tmp_path: Path, device: str = "cuda") -> orp.Providers:
-    return orp.provider_list(FakeOrt(ALL), device, "fp16", tmp_path)
+def test_the_double_rejects_an_option_name_the_provider_does_not_have(tmp_path: Path) -> None:
+    ort = FakeOrt(ALL)
+    misspelled = [(CUDA, {"device_id": "0", "use_tf_32": "0"}), (CPU, {})]
+    with pytest.raises(EngineError, match="Unknown provider option"):
+        ore.create_session(ort, tmp_path / "m.onnx", misspelled, ort.SessionOptions())
+    # The Python wrapper's own behaviour: retried on the CPU alone, with no options.
+    session = ort.InferenceSession(
+        str(tmp_path / "m.onnx"), providers=[CUDA, CPU], provider_options=[misspelled[0][1], {}]
+    )
+    assert ort.sessions[-1]["retried"] and session.get_providers() == [CPU]
+    with pytest.raises(EngineError, match="could not start a GPU"):
+        orp.verify_session(session, misspelled, "cuda", "g")
 
 
-def test_a_tensorrt_ep_that_did_not_load_is_a_visible_warning(tmp_path: Path) -> None:
-    requested = _requested(tmp_path)
-    session = FakeSession(model_io_tiny().frame, [CUDA, CPU], dict(requested))
-    with pytest.warns(EngineWarning, match="TensorRT provider did not load"):
-        notes = orp.check_session(session, requested, "cuda", "the frame graph")
-    assert len(notes) == 1 and "Fix: pip install 'avatarcam[gpu]'" in notes[0]
+def test_the_double_retries_a_failed_tensorrt_ep_on_cuda_with_default_options(
+    tmp_path: Path,
+) -> None:
+    ort = FakeOrt(ALL, unloadable={TRT})
+    names, options = zip(*_trt_set(), strict=True)
+    session = ort.InferenceSession(
+        str(tmp_path / "m.onnx"), providers=list(names), provider_options=list(options)
+    )
+    assert ort.sessions[-1]["retried"] and session.get_providers() == [CUDA, CPU]
+    with pytest.raises(EngineError, match="use_tf32=1, not the requested 0"):
+        orp.verify_session(session, _cuda_set(), "cuda", "g")
+
+
+def _trt_set(device_id: str = "0") -> orp.Providers:
+    return [
+        (TRT, {"device_id": device_id, "trt_engine_cache_enable": "1"}),
+        (CUDA, {"device_id": device_id, "use_tf32": "0"}),
+        (CPU, {}),
+    ]
+
+
+def _cuda_set(device_id: str = "0") -> orp.Providers:
+    return [(CUDA, {"device_id": device_id, "use_tf32": "0"}), (CPU, {})]
+
+
+def _memory(tmp_path: Path, **identity: str) -> FailureMemory:
+    return FailureMemory(tmp_path / "failures.json", {"gpu": "Fake", **identity})
+
+
+def test_a_provider_set_that_fails_gives_way_to_the_next_and_is_remembered(
+    tmp_path: Path,
+) -> None:
+    ort = FakeOrt(ALL, unloadable={TRT})
+    model = tmp_path / "m.onnx"
+    memory = _memory(tmp_path)
+    with pytest.warns(EngineWarning, match="TensorrtExecutionProvider .* failed: .*libnvinfer"):
+        opened = ors.open_session(
+            ort,
+            model,
+            [_trt_set(), _cuda_set()],
+            ort.SessionOptions,
+            "cuda",
+            "g",
+            memory,
+            load_tensorrt=lambda: None,
+        )
+    assert opened.providers == _cuda_set()
+    assert opened.session.get_provider_options()[CUDA]["use_tf32"] == "0"  # not the retry's
+    assert not opened.session.fallback  # disable_fallback() was called
+    assert not any(record["retried"] for record in ort.sessions)
+    assert any("libnvinfer" in note for note in opened.notes)
+    tries = len(ort.sessions)
+    with pytest.warns(EngineWarning, match="skipped: .*remembered from"):
+        again = ors.open_session(
+            ort,
+            model,
+            [_trt_set(), _cuda_set()],
+            ort.SessionOptions,
+            "cuda",
+            "g",
+            memory,
+            load_tensorrt=lambda: None,
+        )
+    assert again.providers == _cuda_set() and len(ort.sessions) == tries + 1
+    # Another library version is another identity: tried again.
+    other = _memory(tmp_path, onnxruntime="2.0")
+    assert other.recall("m.onnx: " + ors.set_label(_trt_set())) is None
+    memory.forget()
+    assert memory.recall("m.onnx: " + ors.set_label(_trt_set())) is None
+
+
+def test_tensorrt_is_imported_before_a_tensorrt_ep_session(tmp_path: Path) -> None:
+    loaded = []
+    ort = FakeOrt(ALL, needs_libnvinfer=lambda: bool(loaded))
+    opened = ors.open_session(
+        ort,
+        tmp_path / "m.onnx",
+        [_trt_set()],
+        ort.SessionOptions,
+        "cuda",
+        "g",
+        load_tensorrt=lambda: loaded.append("tensorrt"),
+    )
+    assert opened.session.get_providers() == [TRT, CUDA, CPU] and loaded == ["tensorrt"]
+
+
+def test_no_provider_set_opening_is_an_error_naming_each(tmp_path: Path) -> None:
+    ort = FakeOrt(ALL, active=[CPU])
+    with pytest.raises(EngineError, match=r"any provider set: .*could not start a GPU"):
+        ors.open_session(ort, tmp_path / "m.onnx", [_cuda_set()], ort.SessionOptions, "cuda", "g")
+
+
+def test_a_gpu_engine_starts_with_its_options_when_the_tensorrt_ep_cannot_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_golden: Golden
+) -> None:
+    """Review point 3: the TensorRT EP is available but libnvinfer is not found; the wrapper's
+    retry then ran CUDA with default options (TF32 on) and the engine refused to start."""
+    import engines.onnx_recipe
+
+    io = model_io_tiny()
+    graphs = {}
+    paths = {}
+    for graph in (io.avatar, io.frame):
+        paths[graph.name] = tmp_path / f"{graph.name}.onnx"
+        paths[graph.name].write_bytes(b"onnx")
+        graphs[f"{graph.name}.onnx"] = graphs[f"{graph.name}.optimized.onnx"] = graph
+    ort = FakeOrt(ALL, needs_libnvinfer=lambda: False, graphs=graphs)
+    monkeypatch.setattr(ore, "import_onnxruntime", lambda: ort)
+    monkeypatch.setattr(ore, "pinned_zeros", lambda shape: None)
+    entry = types.SimpleNamespace(digest="d")
+    monkeypatch.setattr(engines.onnx_recipe, "onnx_artifacts", lambda *a: (paths, entry))
+    config = load_config(tiny_golden.config, resolution=64)
+    cache = ArtifactCache(tmp_path / "cache")
+    with pytest.warns(EngineWarning, match="pageable"):
+        engine = ore.create_onnxruntime_engine(
+            tiny_golden.checkpoint, config, io, "fp16", "cuda", cache
+        )
+    try:
+        assert engine.providers == [CUDA, CPU]
+        for session in engine._sessions.values():
+            assert session.get_provider_options()[CUDA]["use_tf32"] == "0"
+        assert not any(record["retried"] for record in ort.sessions)
+    finally:
+        engine.close()
 
 
 @pytest.mark.parametrize(
     ("key", "value", "device"),
-    [("use_tf32", "1", "cuda"), ("device_id", "0", "cuda:1"), ("trt_fp16_enable", "1", "cuda")],
+    [("use_tf32", "1", "cuda"), ("device_id", "0", "cuda:1")],
 )
 def test_a_session_retried_with_default_options_is_refused(
-    tmp_path: Path, key: str, value: str, device: str
+    key: str, value: str, device: str
 ) -> None:
-    requested = _requested(tmp_path, device)
+    requested = orp.provider_list(FakeOrt(ALL), device, "fp16")
     options = {name: dict(opts) for name, opts in requested}
-    provider = TRT if key == "trt_fp16_enable" else CUDA
-    options[provider][key] = value
-    session = FakeSession(model_io_tiny().frame, [TRT, CUDA, CPU], options)
+    options[CUDA][key] = value
+    session = FakeSession(model_io_tiny().frame, [CUDA, CPU], options)
     with pytest.raises(EngineError, match=rf"option {key}={value}, not the requested"):
-        orp.check_session(session, requested, device, "the frame graph")
+        orp.verify_session(session, requested, device, "the frame graph")
 
 
-def test_a_gpu_session_running_on_the_cpu_is_refused(tmp_path: Path) -> None:
+def test_a_requested_gpu_provider_that_did_not_start_is_refused() -> None:
+    session = FakeSession(model_io_tiny().frame, [CUDA, CPU], {CUDA: {}})
+    with pytest.raises(EngineError, match="did not start the requested Tensorrt"):
+        orp.verify_session(session, _trt_set(), "cuda", "the frame graph")
+
+
+def test_a_gpu_session_running_on_the_cpu_is_refused() -> None:
     session = FakeSession(model_io_tiny().frame, [CPU], {})
+    requested = orp.provider_list(FakeOrt(ALL), "cuda", "fp32")
     with pytest.raises(EngineError, match="could not start a GPU execution provider"):
-        orp.check_session(session, _requested(tmp_path), "cuda", "the frame graph")
+        orp.verify_session(session, requested, "cuda", "the frame graph")
 
 
 def model_io_tiny():
@@ -174,7 +303,7 @@ def test_the_cuda_provider_is_proven_before_exporting(
     active: list[str],
     match: str,
 ) -> None:
-    import engines.cache
+    import engines.onnx_recipe
 
     ort = FakeOrt(available, active)
     monkeypatch.setattr(ore, "import_onnxruntime", lambda: ort)
@@ -182,7 +311,7 @@ def test_the_cuda_provider_is_proven_before_exporting(
     def no_export(*args, **kwargs):
         raise AssertionError("exported although ONNX Runtime cannot use the GPU")
 
-    monkeypatch.setattr(engines.cache, "onnx_artifacts", no_export)
+    monkeypatch.setattr(engines.onnx_recipe, "onnx_artifacts", no_export)
     config = load_config(tiny_golden.config, resolution=64)
     with pytest.raises(EngineError, match=match) as info:
         ore.create_onnxruntime_engine(
@@ -202,3 +331,52 @@ def test_placement_reads_a_real_profile(tmp_path: Path) -> None:
     assert by_provider == {CPU: ["probe (Relu)"]}
     assert "1 of 1 nodes run on the CPU" in orp.cpu_nodes_note(by_provider, "g")
     assert orp.cpu_nodes_note({CUDA: ["a (Conv)"]}, "g") is None
+
+
+@pytest.mark.parametrize("half", [True, False])
+def test_an_fp16_gpu_engine_reports_whether_half_kernels_ran(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, half: bool
+) -> None:
+    io = model_io_tiny()
+    ort = FakeOrt(ALL)
+    monkeypatch.setattr(ore, "import_onnxruntime", lambda: ort)
+    monkeypatch.setattr(ore, "pinned_zeros", lambda shape: (np.zeros(shape, np.float32), None))
+    requested = [(CUDA, {"device_id": "0", "use_tf32": "0"}), (CPU, {})]
+    sessions = {
+        graph.name: FakeSession(graph, [CUDA, CPU], dict(requested), tmp_path)
+        for graph in (io.avatar, io.frame)
+    }
+    sessions[io.frame.name].half = half
+    engine = ore.OnnxRuntimeEngine(sessions, io, "fp16", "cuda", requested, profiled=True)
+    try:
+        evidence = engine.fp16_evidence
+        assert evidence["ran_fp16"] is half and evidence["total"] == 1
+        assert evidence["examples"] == (["conv (Conv)"] if half else [])
+    finally:
+        engine.close()
+
+
+def test_half_nodes_read_a_real_profile(tmp_path: Path) -> None:
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper
+
+    nodes = [
+        helper.make_node("Cast", ["x"], ["h"], to=TensorProto.FLOAT16, name="to_half"),
+        helper.make_node("Relu", ["h"], ["r"], name="relu16"),
+        helper.make_node("Cast", ["r"], ["y"], to=TensorProto.FLOAT, name="to_float"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "half",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    options = orp.profiled_options(ort.SessionOptions(), tmp_path)
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=[CPU])
+    session.run(None, {"x": np.ones((1, 4), np.float32)})
+    total, half = orp.half_nodes(Path(session.end_profiling()))
+    assert total >= 1 and half and list(half) == [CPU]
+    assert not any("(Cast)" in node for node in half[CPU])

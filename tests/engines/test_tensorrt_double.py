@@ -62,6 +62,38 @@ def test_build_recipe_reaches_the_runtime(
     # TF32 cleared in both precisions; fp16 strongly typed (never BuilderFlag.FP16).
     assert all(h["flags"] == [] for h in headers)
     assert all(h["strongly_typed"] == (precision == "fp16") for h in headers)
+    # Built with detailed layer information; fp16: the inspector shows half layers.
+    assert all(h["detailed"] for h in headers)
+    if precision == "fp16":
+        evidence = engine.fp16_evidence
+        assert evidence["ran_fp16"] and 0 < evidence["half"] < evidence["total"], evidence
+    else:
+        assert engine.fp16_evidence is None
+
+
+def test_the_inspector_shows_no_half_layers_in_a_weakly_typed_fp16_build(
+    tiny_golden: Golden, tmp_path: Path, monkeypatch
+) -> None:
+    """What ONNX Runtime's TensorRT EP did (weakly typed, trt_fp16_enable=0): the graph's
+    casts run as fp32 layers, and the evidence says so."""
+    from export import tensorrt_build
+
+    real = tensorrt_build.build_engine
+
+    def weakly_typed(onnx_path, engine_path, settings, timing_cache=None, report=print):
+        trt = tensorrt_build.import_tensorrt()
+        create = trt.Builder.create_network
+        trt.Builder.create_network = lambda self, flags: create(self, 0)
+        try:
+            return real(onnx_path, engine_path, settings, timing_cache, report)
+        finally:
+            trt.Builder.create_network = create
+
+    monkeypatch.setattr(tensorrt_build, "build_engine", weakly_typed)
+    engine, _, _ = _start(tiny_golden, tmp_path, monkeypatch, "fp16")
+    with engine:
+        assert engine.fp16_evidence["ran_fp16"] is False
+        assert engine.fp16_evidence["half"] == 0
 
 
 def test_binding_staging_and_stream_order(
@@ -165,3 +197,29 @@ def test_driving_upload_is_staged_per_frame(
         engine.animate(_nchw(a["driving"][4]))
         np.testing.assert_array_equal(staging.numpy(), _nchw(a["driving"][4]))
         np.testing.assert_array_equal(engine._buffers[DRIVING].numpy(), staging.numpy())
+
+
+def test_the_double_defers_stream_work_until_a_synchronization(
+    tiny_golden: Golden, shared_engine_cache: Path, monkeypatch
+) -> None:
+    """As on a GPU: without the stream synchronization the host buffers still hold the last
+    frame (so the engine's synchronization is what makes its outputs right)."""
+    engine, _, _ = _start(tiny_golden, shared_engine_cache, monkeypatch)
+    a = tiny_golden.arrays
+    with engine:
+        engine.set_avatar(_nchw(a["source"]))
+        first = engine.animate(_nchw(a["driving"][1])).prediction
+        stream = engine._stream
+        stream.synchronize = lambda: None  # an engine that forgot to synchronize
+        try:
+            stale = engine.animate(_nchw(a["driving"][2])).prediction
+            assert stream.pending  # upload, enqueue and downloads are still queued
+        finally:
+            del stream.synchronize
+        np.testing.assert_array_equal(stale, first)
+        stream.synchronize()
+        np.testing.assert_array_equal(
+            engine._host_out["prediction"].numpy(),
+            engine.animate(_nchw(a["driving"][2])).prediction,
+        )
+        assert not np.array_equal(engine._host_out["prediction"].numpy(), first)

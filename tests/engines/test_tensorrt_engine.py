@@ -107,7 +107,8 @@ class FakeTensorRT:
                 monitor.phase_start("Tactic timing", "Building engine", 3)
                 monitor.phase_start("Deep phase", "Tactic timing", 2)
                 for step in range(20):
-                    assert monitor.step_complete("Building engine", step) is True
+                    if not monitor.step_complete("Building engine", step):
+                        return None  # as TensorRT: a monitor returning False cancels
                 monitor.phase_finish("Building engine")
                 return memoryview(b"ENGINE") if fake.build_ok else None
 
@@ -187,3 +188,23 @@ def test_build_failure_leaves_no_engine(
 
 def test_no_progress_monitor_before_tensorrt_10() -> None:
     assert tensorrt_build.make_progress_monitor(types.SimpleNamespace(), print) is None
+
+
+def test_a_build_still_running_at_the_deadline_is_cancelled(
+    monkeypatch: pytest.MonkeyPatch, onnx_file: Path, tmp_path: Path
+) -> None:
+    import time
+
+    from export.tensorrt_build import BuildCancelled, set_build_deadline
+
+    _install(monkeypatch, FakeTensorRT())
+    engine = tmp_path / "frame.engine"
+    set_build_deadline(time.monotonic() - 1)
+    try:
+        with pytest.raises(BuildCancelled, match="cancelled at the time limit"):
+            build_engine(onnx_file, engine, BuildSettings(), None, lambda s: None)
+    finally:
+        set_build_deadline(None)
+    assert not engine.exists()
+    build_engine(onnx_file, engine, BuildSettings(), None, lambda s: None)
+    assert engine.read_bytes() == b"ENGINE"

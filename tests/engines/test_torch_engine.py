@@ -83,6 +83,21 @@ def test_cudnn_settings_turn_tf32_off_and_restore() -> None:
     assert (cudnn.benchmark, cudnn.conv.fp32_precision, matmul.fp32_precision) == saved
 
 
+def test_tf32_off_works_on_a_torch_without_the_fp32_precision_api() -> None:
+    """torch 2.2 to 2.8 (pyproject allows >= 2.2) have only the legacy allow_tf32 flags."""
+    import types
+
+    from engines.torch_engine import tf32_off
+
+    backends = types.SimpleNamespace(
+        cudnn=types.SimpleNamespace(allow_tf32=True, benchmark=False),
+        cuda=types.SimpleNamespace(matmul=types.SimpleNamespace(allow_tf32=True)),
+    )
+    with tf32_off(backends):
+        assert not backends.cudnn.allow_tf32 and not backends.cuda.matmul.allow_tf32
+    assert backends.cudnn.allow_tf32 and backends.cuda.matmul.allow_tf32
+
+
 def test_cudnn_settings_work_after_the_new_tf32_api_was_used() -> None:
     """Reading the legacy cudnn.allow_tf32 raises once anything in the process has set
     cudnn.conv.fp32_precision (and the RNN flag differs)."""
