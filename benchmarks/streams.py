@@ -61,9 +61,11 @@ class StreamsConfig:
     pipeline: Path | None = None  # also run the live loop on this video through the server
 
 
-def _health(url: str) -> dict[str, Any]:
+def _health(url: str, token: str | None = None) -> dict[str, Any]:
     http = url.replace("ws://", "http://", 1).replace("wss://", "https://", 1).rstrip("/")
-    with urllib.request.urlopen(f"{http}/health", timeout=10) as reply:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(f"{http}/health", headers=headers)
+    with urllib.request.urlopen(request, timeout=10) as reply:
         return json.load(reply)
 
 
@@ -101,13 +103,14 @@ def _server(cfg: StreamsConfig, checkpoint: Path, cache_dir: Path | None) -> Ite
         max_batch=cfg.max_batch,
         batch_wait_ms=cfg.batch_wait_ms,
         max_sessions=max(cfg.streams),
+        max_sessions_per_client=max(cfg.streams) + 1,  # every stream comes from this machine
         token=cfg.token,
         cache_dir=cache_dir,
     )
     start(settings)
     try:
         deadline = time.monotonic() + 120
-        while len(_health(settings.url)["replicas"]) < cfg.replicas:
+        while len(_health(settings.url, cfg.token)["replicas"]) < cfg.replicas:
             if time.monotonic() > deadline:
                 raise BenchmarkError("the local server's replicas did not all report in 120 s")
             time.sleep(0.5)
@@ -156,7 +159,7 @@ def _point(cfg: StreamsConfig, url: str, inputs, count: int) -> dict[str, Any]:
     avatars, driving = _images(inputs, count)
     options = RemoteOptions(url, cfg.token, cfg.transport, cfg.jpeg_quality, timeout_s=60)
     engines = [connect(options) for _ in range(count)]
-    before = _health(url)
+    before = _health(url, cfg.token)
     pids = [r.get("pid") for r in before["replicas"].values()]
     cpu_before = [_cpu_seconds(p) for p in pids if p] if cfg.server is None else []
     barrier = threading.Barrier(count + 1)
@@ -185,7 +188,7 @@ def _point(cfg: StreamsConfig, url: str, inputs, count: int) -> dict[str, Any]:
     for out in outs:
         if "error" in out:
             raise out["error"]
-    after = _health(url)
+    after = _health(url, cfg.token)
     batches = {
         size: n - before["batch_sizes"].get(size, 0)
         for size, n in after["batch_sizes"].items()
@@ -283,7 +286,7 @@ def run_streams(cfg: StreamsConfig) -> dict[str, Any]:
     with model_weights(cfg, config) as weights:  # type: ignore[arg-type]
         local = _local(cfg, weights.checkpoint, config, inputs)
         with _server(cfg, weights.checkpoint, weights.cache_dir) as url:
-            health = _health(url)
+            health = _health(url, cfg.token)
             if cfg.server is not None and health["model"]["resolution"] != config.resolution:
                 raise BenchmarkError(
                     f"the server at {url} runs {health['model']['resolution']}px, the local "

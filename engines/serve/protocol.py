@@ -66,6 +66,8 @@ class ErrorCode(str, enum.Enum):
     UNAUTHORIZED = "unauthorized"  # missing or wrong token
     FULL = "full"  # the server has no room for another session
     MODEL = "model"  # the client expects another model
+    RATE = "rate_limited"  # a message sent more often than the server allows
+    TIMEOUT = "timeout"  # the client sent nothing (HELLO, the next message) in time
     INTERNAL = "internal"  # the server failed
 
 
