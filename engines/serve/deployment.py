@@ -21,6 +21,7 @@ from ray import serve
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from .batcher import FrameBatcher
+from .loopback import bind_replica_to_loopback
 from .protocol import PROTOCOL_VERSION, ErrorCode, ProtocolError, error_message
 from .runner import BatchRunner
 from .session import Session
@@ -56,6 +57,13 @@ async def _close(websocket: WebSocket, code: ErrorCode, message: str) -> None:
         await websocket.close(code=_CLOSE_CODES.get(code, 1008), reason=code.value)
 
 
+# Defined above the deployment: serve.ingress serializes the routes when the class is made.
+def _timeout_message(session: Session, timeout: float | None) -> str:
+    if not session.ready:
+        return f"no HELLO within {timeout:g} s: send HELLO as soon as the connection opens"
+    return f"no message for {timeout:g} s: reconnect when you resume"
+
+
 def _set_threads(settings: ServerSettings) -> int:
     """CPU threads of this replica's engines: Ray gives an actor without CPUs one thread;
     replicas on one node share its cores instead."""
@@ -78,7 +86,9 @@ def _replica_name() -> str:
 class Registry:
     """Collects each replica's latest report (sessions, frames, batch sizes)."""
 
-    def __init__(self) -> None:
+    def __init__(self, loopback: bool = False) -> None:
+        if loopback:
+            bind_replica_to_loopback()
         self._reports: dict[str, dict[str, Any]] = {}
         self._clients: dict[str, dict[str, str]] = {}  # replica -> connection -> client host
 
@@ -130,6 +140,8 @@ class AvatarServer:
     """One model replica: its engines, the sessions whose WebSockets it holds, their batches."""
 
     def __init__(self, settings: ServerSettings, registry: Any):
+        if settings.loopback and not settings.address:
+            bind_replica_to_loopback()
         self.settings = settings
         self.registry = registry  # DeploymentHandle of the Registry
         self.threads = _set_threads(settings)
@@ -325,7 +337,7 @@ class AvatarServer:
 
 def build(settings: ServerSettings) -> Any:
     """The application to pass to ``serve.run``."""
-    registry = Registry.bind()
+    registry = Registry.bind(settings.loopback and not settings.address)
     return AvatarServer.options(
         num_replicas=settings.replicas,
         # A WebSocket is one long request: room for every session and health checks.
@@ -347,9 +359,3 @@ def gpus_per_replica(settings: ServerSettings) -> float:
 
     gpus = float(ray.cluster_resources().get("GPU", 0.0))
     return min(1.0, gpus / settings.replicas) if gpus else 0.0
-
-
-def _timeout_message(session: Session, timeout: float | None) -> str:
-    if not session.ready:
-        return f"no HELLO within {timeout:g} s: send HELLO as soon as the connection opens"
-    return f"no message for {timeout:g} s: reconnect when you resume"

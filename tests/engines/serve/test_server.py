@@ -1,19 +1,15 @@
 """The avatar server for real: Ray Serve on loopback (tiny golden model, 2 replicas), clients
-through ``run_live.py --server``, and the fault cases. One server for the whole module; the
-last test stops it mid-stream."""
+through ``run_live.py --server``, and the fault cases. One server (the ``server`` fixture) for
+this module and test_attacks.py; the last test here stops it mid-stream."""
 
 from __future__ import annotations
 
 import json
-import select
 import signal
 import socket
 import subprocess
 import sys
 import time
-import urllib.request
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -34,77 +30,7 @@ from engines.serve.protocol import (
 )
 from live.cli import main
 from tests.conftest import ROOT, Golden, load_golden
-
-TOKEN = "test-token"
-MAX_SESSIONS = 2  # per replica
-REPLICAS = 2
-
-
-@dataclass
-class Server:
-    process: subprocess.Popen
-    port: int
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-    def health(self) -> dict:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=10) as reply:
-            return json.load(reply)
-
-    def wait_sessions(self, count: int, timeout: float = 30) -> dict:
-        deadline = time.monotonic() + timeout
-        while True:
-            health = self.health()
-            if health["sessions"] == count or time.monotonic() > deadline:
-                return health
-            time.sleep(0.3)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[Server]:
-    golden = load_golden("tiny64")
-    port = _free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "engines.serve",
-        *("--checkpoint", str(golden.checkpoint), "--config", str(golden.config)),
-        *("--resolution", "64", "--backend", "torch", "--device", "cpu"),
-        *("--replicas", str(REPLICAS), "--max-batch", "4", "--max-sessions", str(MAX_SESSIONS)),
-        *("--token", TOKEN, "--num-cpus", "2", "--port", str(port)),
-        *("--exit-after", "600"),  # a server left behind stops by itself
-    ]
-    process = subprocess.Popen(
-        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-    )
-    try:
-        ready, _, _ = select.select([process.stdout], [], [], 300)
-        line = process.stdout.readline() if ready else ""  # "ready", or the server exited
-        if "ready" not in line:
-            process.wait(30)
-            pytest.fail(f"the server did not start (exit {process.returncode}): {line!r}")
-        running = Server(process, port)
-        # Both replicas report to the health endpoint.
-        deadline = time.monotonic() + 60
-        while len(running.health()["replicas"]) < REPLICAS and time.monotonic() < deadline:
-            time.sleep(0.5)
-        yield running
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
+from tests.engines.serve.ray_server import MAX_SESSIONS, REPLICAS, TOKEN, Server
 
 
 def _uint8(image: np.ndarray) -> np.ndarray:
