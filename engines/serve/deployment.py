@@ -75,6 +75,18 @@ def _set_threads(settings: ServerSettings) -> int:
     return threads
 
 
+def _check_node(settings: ServerSettings) -> None:
+    """A replica on a worker node needs the checkpoint at the head's path."""
+    if not settings.checkpoint.is_file():
+        import socket
+
+        raise RuntimeError(
+            f"avatarcam replica on {socket.gethostname()}: no checkpoint at "
+            f"{settings.checkpoint}. Copy it to that path on every node of the Ray cluster "
+            "(the same absolute path as on the machine that ran python -m engines.serve)"
+        )
+
+
 def _replica_name() -> str:
     try:
         return str(serve.get_replica_context().replica_id.unique_id)
@@ -142,6 +154,7 @@ class AvatarServer:
     def __init__(self, settings: ServerSettings, registry: Any):
         if settings.loopback and not settings.address:
             bind_replica_to_loopback()
+        _check_node(settings)
         self.settings = settings
         self.registry = registry  # DeploymentHandle of the Registry
         self.threads = _set_threads(settings)

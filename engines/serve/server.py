@@ -28,6 +28,8 @@ log = logging.getLogger("avatarcam.serve")
 
 #: The environment variable that may hold the token (beside --token and --token-file).
 TOKEN_VARIABLE = "AVATARCAM_SERVER_TOKEN"
+#: Ray Serve's proxies prefer replicas on their own node unless this is 0.
+LOCAL_ROUTING_VARIABLE = "RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING"
 #: Ray's switch for clusters of one machine on 127.0.0.1 (ray._private.ray_constants).
 LOOPBACK_VARIABLE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 #: Object store of a local Ray cluster: results travel over the WebSocket, not the store.
@@ -214,18 +216,27 @@ def start(settings: ServerSettings) -> None:
     # Replicas import this checkout's packages, whatever is installed elsewhere; OpenCV in
     # them refuses to decode images larger than a frame of the model, whatever their header.
     root = str(Path(__file__).resolve().parents[2])
-    env_vars = {"PYTHONPATH": root, "OPENCV_IO_MAX_IMAGE_PIXELS": str(resolution * resolution)}
+    pixels = str(resolution * resolution)
+    env_vars = {"PYTHONPATH": root, "OPENCV_IO_MAX_IMAGE_PIXELS": pixels}
     if not ray.is_initialized():
         if settings.address:
+            # Worker nodes get this checkout's packages from Ray (uploaded once); the
+            # checkpoint must be at the same path on every node (replicas check at start).
+            modules = [str(Path(root, package)) for package in ("engines", "export")]
             ray.init(
                 address=settings.address,
                 logging_level=logging.WARNING,
-                runtime_env={"env_vars": env_vars},
+                runtime_env={
+                    "py_modules": modules,
+                    "env_vars": {"OPENCV_IO_MAX_IMAGE_PIXELS": pixels},
+                },
             )
         else:
             # The proxies (Ray processes started below inherit this environment) bound
             # WebSocket messages before buffering them: engines.serve.proxy_hook.
             os.environ.update(environment(max_message_bytes(resolution)))
+            # Sessions entering at one node's proxy go to replicas on every node.
+            os.environ[LOCAL_ROUTING_VARIABLE] = "0"
             path = os.environ.get("PYTHONPATH")
             os.environ["PYTHONPATH"] = root + (os.pathsep + path if path else "")
             ray.init(
