@@ -87,6 +87,15 @@ def _check_node(settings: ServerSettings) -> None:
         )
 
 
+def _node_id() -> str:
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+    except Exception:  # not in Ray (tests that build the class directly)
+        return "local"
+
+
 def _replica_name() -> str:
     try:
         return str(serve.get_replica_context().replica_id.unique_id)
@@ -160,6 +169,7 @@ class AvatarServer:
         self.threads = _set_threads(settings)
         self.runner = BatchRunner(settings)
         self.replica = _replica_name()
+        self.node = _node_id()  # the Ray node this replica runs on
         self.sessions: dict[str, Session] = {}
         self.sessions_total = 0
         self.refused = 0
@@ -201,6 +211,7 @@ class AvatarServer:
             "busy_s": round(self.runner.busy_s, 3),
             "batches": {str(k): v for k, v in sorted(self.runner.batches.items())},
             "pid": os.getpid(),
+            "node": self.node,
             "threads": self.threads,
         }
 
@@ -353,6 +364,7 @@ def build(settings: ServerSettings) -> Any:
     registry = Registry.bind(settings.loopback and not settings.address)
     return AvatarServer.options(
         num_replicas=settings.replicas,
+        max_replicas_per_node=settings.max_replicas_per_node,
         # A WebSocket is one long request: room for every session and health checks.
         max_ongoing_requests=settings.max_sessions + 8,
         ray_actor_options={"num_cpus": 0, "num_gpus": gpus_per_replica(settings)},

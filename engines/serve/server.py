@@ -95,6 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="longest engine call; past it the replica is unhealthy and Ray restarts it (30 s)",
     )
     serving.add_argument(
+        "--max-replicas-per-node",
+        type=int,
+        help="at most this many replicas on one node of a cluster (default: no limit)",
+    )
+    serving.add_argument(
         "--gpus-per-replica",
         type=float,
         help="GPUs each replica reserves (default: the cluster's GPUs / --replicas, at most 1)",
@@ -135,6 +140,10 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
     ):
         if not seconds > 0:
             raise UserError(f"{flag} must be more than 0 seconds, got {seconds}")
+    if args.max_replicas_per_node is not None and args.max_replicas_per_node < 1:
+        raise UserError(
+            f"--max-replicas-per-node must be at least 1, got {args.max_replicas_per_node}"
+        )
     if args.gpus_per_replica is not None and args.gpus_per_replica < 0:
         raise UserError(f"--gpus-per-replica must be 0 or more, got {args.gpus_per_replica}")
     checkpoint = args.checkpoint or find_default_checkpoint()
@@ -159,6 +168,7 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         hello_timeout_s=args.hello_timeout,
         engine_timeout_s=args.engine_timeout,
         gpus_per_replica=args.gpus_per_replica,
+        max_replicas_per_node=args.max_replicas_per_node,
         address=args.address,
         num_cpus=args.num_cpus,
     )

@@ -37,6 +37,7 @@ class ServerSettings:
     engine_timeout_s: float = 30.0  # longest engine call; past it the replica is unhealthy
     max_sessions_per_client: int = 4  # open connections per client IP address, all replicas
     gpus_per_replica: float | None = None  # None: the cluster's GPUs / replicas (at most 1)
+    max_replicas_per_node: int | None = None  # spread replicas over nodes; None: no limit
 
     def batch_sizes(self) -> tuple[int, ...]:
         """Engine batch sizes a replica builds: powers of two below max_batch, and max_batch.

@@ -1,0 +1,46 @@
+"""The replica's own rules without starting Ray: which sessions count as active for a batch,
+and when the health check fails (so that Ray replaces the replica)."""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+
+import pytest
+
+pytest.importorskip("ray.serve", reason="needs the serve extra: pip install -e '.[serve]'")
+
+from engines.serve import deployment
+from engines.serve.batcher import FrameBatcher
+
+Replica = deployment.AvatarServer.func_or_class  # the class behind the Serve deployment
+
+
+def _replica(**sessions_last_frame: float) -> SimpleNamespace:
+    sessions = {name: SimpleNamespace(last_frame=t) for name, t in sessions_last_frame.items()}
+    batcher = FrameBatcher(lambda jobs: jobs, max_batch=4, wait_s=0.0, timeout_s=1.0)
+    return SimpleNamespace(sessions=sessions, batcher=batcher, replica="r")
+
+
+def test_only_sessions_with_a_recent_frame_are_active() -> None:
+    now = time.monotonic()
+    replica = _replica(
+        streaming=now - 0.1,
+        paused=now - deployment.ACTIVE_WINDOW_S - 1,
+        handshake_only=float("-inf"),
+    )
+    assert Replica._active(replica) == 1
+
+
+def test_the_health_check_fails_after_repeated_engine_errors_or_a_stuck_call() -> None:
+    replica = _replica()
+    Replica.check_health(replica)  # healthy
+    replica.batcher.errors = deployment.UNHEALTHY_AFTER_ERRORS - 1
+    Replica.check_health(replica)
+    replica.batcher.errors = deployment.UNHEALTHY_AFTER_ERRORS
+    with pytest.raises(RuntimeError, match="engine calls failed in a row"):
+        Replica.check_health(replica)
+    replica.batcher.errors = 0
+    replica.batcher._stuck_since = time.monotonic() - 5
+    with pytest.raises(RuntimeError, match="limit 1 s"):
+        Replica.check_health(replica)
