@@ -59,6 +59,7 @@ class StreamsConfig:
     plot: bool  # write the PNG
     command: str  # as typed
     pipeline: Path | None = None  # also run the live loop on this video through the server
+    hostile: int = 0  # also measure each point with this many hostile clients (benchmarks.hostile)
 
 
 def _health(url: str, token: str | None = None) -> dict[str, Any]:
@@ -102,7 +103,7 @@ def _server(cfg: StreamsConfig, checkpoint: Path, cache_dir: Path | None) -> Ite
         replicas=cfg.replicas,
         max_batch=cfg.max_batch,
         batch_wait_ms=cfg.batch_wait_ms,
-        max_sessions=max(cfg.streams),
+        max_sessions=max(cfg.streams) + cfg.hostile,
         max_sessions_per_client=max(cfg.streams) + 1,  # every stream comes from this machine
         token=cfg.token,
         cache_dir=cache_dir,
@@ -152,9 +153,11 @@ def _stream(engine, avatar, driving, warmup, frames, barrier, out: dict[str, Any
         barrier.abort()
 
 
-def _point(cfg: StreamsConfig, url: str, inputs, count: int) -> dict[str, Any]:
+def _point(cfg: StreamsConfig, url: str, inputs, count: int, hostile: int = 0) -> dict[str, Any]:
     from engines.options import RemoteOptions
     from engines.remote_engine import connect
+
+    from .hostile import hostile_clients, rss_bytes
 
     avatars, driving = _images(inputs, count)
     options = RemoteOptions(url, cfg.token, cfg.transport, cfg.jpeg_quality, timeout_s=60)
@@ -171,17 +174,23 @@ def _point(cfg: StreamsConfig, url: str, inputs, count: int) -> dict[str, Any]:
         )
         for i in range(count)
     ]
+    rss_before = [rss_bytes(p) for p in pids if p] if cfg.server is None else []
+    size = before["model"]["resolution"]
+    attacks = (
+        hostile_clients(url, cfg.token, size, hostile) if hostile else contextlib.nullcontext({})
+    )
     try:
-        for thread in threads:
-            thread.start()
-        with contextlib.suppress(threading.BrokenBarrierError):
-            barrier.wait()
-        probe = LoadProbe()
-        began = time.perf_counter()
-        for thread in threads:
-            thread.join()
-        wall = time.perf_counter() - began
-        load = probe.result()
+        with attacks as outcomes:
+            for thread in threads:
+                thread.start()
+            with contextlib.suppress(threading.BrokenBarrierError):
+                barrier.wait()
+            probe = LoadProbe()
+            began = time.perf_counter()
+            for thread in threads:
+                thread.join()
+            wall = time.perf_counter() - began
+            load = probe.result()
     finally:
         for engine in engines:
             engine.close()
@@ -208,6 +217,14 @@ def _point(cfg: StreamsConfig, url: str, inputs, count: int) -> dict[str, Any]:
         ),
         "contention": load,
     }
+    if hostile:
+        point["hostile"] = {"clients": hostile, "outcomes": outcomes}
+    if rss_before:
+        rss_after = [rss_bytes(p) for p in pids if p]
+        point["server_rss_mb"] = {
+            "before": round(sum(r for r in rss_before if r) / 2**20, 1),
+            "after": round(sum(r for r in rss_after if r) / 2**20, 1),
+        }
     if cpu_before:
         cpu_after = [_cpu_seconds(p) for p in pids if p]
         used = sum(a - b for a, b in zip(cpu_after, cpu_before, strict=True) if a and b)
@@ -292,7 +309,11 @@ def run_streams(cfg: StreamsConfig) -> dict[str, Any]:
                     f"the server at {url} runs {health['model']['resolution']}px, the local "
                     f"baseline {config.resolution}px: pass --config/--resolution to match"
                 )
-            points = [_point(cfg, url, inputs, n) for n in cfg.streams]
+            points = []
+            for n in cfg.streams:  # with and without hostile clients, interleaved
+                points.append(_point(cfg, url, inputs, n))
+                if cfg.hostile:
+                    points.append(_point(cfg, url, inputs, n, cfg.hostile))
             pipeline = _pipeline(cfg, url, weights.checkpoint) if cfg.pipeline else None
     return {
         "schema": SCHEMA,
@@ -318,76 +339,10 @@ def run_streams(cfg: StreamsConfig) -> dict[str, Any]:
     }
 
 
-def markdown(results: dict[str, Any]) -> str:
-    server, local = results["server"], results["local"]
-    lines = [
-        "# Avatar server: many streams",
-        "",
-        f"`{results['command']}`",
-        "",
-        f"Server: {server['url']}, {server['replicas']} replica(s), max batch "
-        f"{server['max_batch']}, {server['transport']} transport; model "
-        f"{server['model']['config']} {server['model']['resolution']}px on "
-        f"{server['model']['backend']} {server['model']['device']}. "
-        f"Weights: {results['weights']['kind']}. Machine: {results['machine'].get('cpu')}.",
-        "",
-        f"Local engine in the same run ({local['engine']}): **{local['fps']} frames/s**, "
-        f"latency p50 {local['latency_ms']['p50']} ms, p99 {local['latency_ms']['p99']} ms.",
-        "",
-        "| streams | per-stream FPS (mean) | aggregate frames/s | vs local | RTT p50 ms | "
-        "RTT p99 ms | batches formed (size: calls) | server CPU/wall | load 1m |",
-        "|---:|---:|---:|---:|---:|---:|---|---:|---:|",
-    ]
-    for p in results["points"]:
-        batches = ", ".join(f"{s}: {n}" for s, n in p["batch_sizes"].items()) or "-"
-        ratio = p["aggregate_fps"] / local["fps"] if local["fps"] else float("nan")
-        lines.append(
-            f"| {p['streams']} | {p['per_stream_fps_mean']} | {p['aggregate_fps']} | "
-            f"{ratio:.2f}x | {p['rtt_ms']['p50']} | {p['rtt_ms']['p99']} | {batches} | "
-            f"{p.get('server_cpu_per_wall', '-')} | {p['contention']['load_1m_end']} |"
-        )
-    if results.get("pipeline"):
-        from .pipeline import pipeline_markdown
-
-        lines += ["", "Live loop through the server:", "", *pipeline_markdown(results["pipeline"])]
-    lines += [
-        "",
-        "Per-stream FPS: timed frames / seconds for each client (one frame in flight per "
-        "stream). RTT: client send to result decoded, including encoding, the server's batch "
-        "wait and the frame-graph call. Server CPU/wall: CPU seconds of the replica processes "
-        "per wall second (local server only).",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def write_plot(results: dict[str, Any], path: Path) -> None:
-    from .plot import _pyplot
-
-    plt = _pyplot()
-    points = results["points"]
-    streams = [p["streams"] for p in points]
-    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    left.plot(streams, [p["aggregate_fps"] for p in points], "o-", label="server, aggregate")
-    left.plot(
-        streams, [p["per_stream_fps_mean"] for p in points], "s--", label="server, per stream"
-    )
-    left.axhline(results["local"]["fps"], color="grey", linestyle=":", label="local engine")
-    left.set(xlabel="streams", ylabel="frames/s", title="Throughput")
-    left.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=3, fontsize=8)
-    right.plot(streams, [p["rtt_ms"]["p50"] for p in points], "o-", label="RTT p50")
-    right.plot(streams, [p["rtt_ms"]["p99"] for p in points], "s--", label="RTT p99")
-    right.set(xlabel="streams", ylabel="ms", title="Round trip")
-    right.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2, fontsize=8)
-    for axis in (left, right):
-        axis.set_xticks(streams)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-
-
 def run(cfg: StreamsConfig) -> int:
     """Measure, write NAME-streams.json/.md/.png, print the table; the exit status."""
+    from .streams_report import markdown, write_plot
+
     results = run_streams(cfg)
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     stem = cfg.out_dir / cfg.name

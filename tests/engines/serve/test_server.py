@@ -204,11 +204,16 @@ def test_streams_benchmark_reports_rates_round_trips_and_batches(
         *("--backends", "torch", "--devices", "cpu", "--resolution", "64"),
         *("--config", str(golden.config), "--checkpoint", str(golden.checkpoint)),
         *("--iterations", "4", "--warmup", "1", "--out", str(tmp_path), "--name", "s"),
-        "--no-plot",
+        *("--hostile", "4", "--no-plot"),
     ]
     assert bench(argv) == 0
     results = json.loads((tmp_path / "s.json").read_text())
-    assert [p["streams"] for p in results["points"]] == [1, 2]
+    # Each point alone, then again with 4 hostile clients attacking meanwhile.
+    assert [p["streams"] for p in results["points"]] == [1, 1, 2, 2]
+    assert [p.get("hostile", {}).get("clients", 0) for p in results["points"]] == [0, 4, 0, 4]
+    for point in results["points"][1::2]:
+        outcomes = [o for kind in point["hostile"]["outcomes"].values() for o in kind]
+        assert "not closed within 30 s" not in outcomes, point["hostile"]
     for point in results["points"]:
         assert len(point["per_stream_fps"]) == point["streams"]
         assert point["aggregate_fps"] > 0
