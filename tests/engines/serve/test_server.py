@@ -163,8 +163,15 @@ def test_out_of_order_and_oversized_messages_are_refused(server: Server) -> None
     client.send(encode(MessageType.FRAME, images={"driving": (driving, "raw")}, seq=5))
     assert _error(client) is ErrorCode.ORDER
     client = _with_avatar(server)
-    big = np.zeros((256, 256, 3), np.uint8)  # 196 kB: over what a 64 px model accepts
-    client.send(encode(MessageType.FRAME, images={"driving": (big, "raw")}))
+    # A "png" part of 30 kB for a 64 x 64 frame (12 kB raw): within the message limit (the
+    # proxy refuses larger messages itself: test_attacks.py), over what an encoded frame takes.
+    padded = encode(MessageType.FRAME, images={"driving": (driving, "png")})
+    header, meta_length = padded[:12], int.from_bytes(padded[12:16], "little")
+    meta = json.loads(padded[16 : 16 + meta_length])
+    payload = padded[16 + meta_length :] + b"\0" * 30000
+    meta["parts"][0]["nbytes"] = len(payload)
+    body = json.dumps(meta).encode()
+    client.send(header + len(body).to_bytes(4, "little") + body + payload)
     assert _error(client) is ErrorCode.TOO_LARGE
     assert server.wait_sessions(0)["sessions"] == 0
 
