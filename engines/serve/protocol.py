@@ -206,7 +206,9 @@ def decode(
     """
     if max_bytes is not None and len(data) > max_bytes:
         raise ProtocolError(
-            ErrorCode.TOO_LARGE, f"message of {len(data)} bytes is over the {max_bytes} limit"
+            ErrorCode.TOO_LARGE,
+            f"message of {len(data)} bytes is over the {max_bytes} limit: send one frame of "
+            "the model's size (WELCOME: model.resolution, max_message_bytes) per message",
         )
     kind, seq, meta_len = _header(data)
     try:

@@ -4,6 +4,7 @@ and when the health check fails (so that Ray replaces the replica)."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -44,3 +45,19 @@ def test_the_health_check_fails_after_repeated_engine_errors_or_a_stuck_call() -
     replica.batcher._stuck_since = time.monotonic() - 5
     with pytest.raises(RuntimeError, match="limit 1 s"):
         Replica.check_health(replica)
+
+
+def test_gpus_per_replica_come_from_the_flag_or_the_cluster(monkeypatch) -> None:
+    import ray
+
+    from engines.serve.settings import ServerSettings
+
+    def settings(**fields) -> ServerSettings:
+        return ServerSettings(checkpoint=Path("x"), replicas=4, **fields)
+
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 8.0, "GPU": 2.0})
+    assert deployment.gpus_per_replica(settings()) == 0.5  # a CPU-only head, GPU workers
+    assert deployment.gpus_per_replica(settings(gpus_per_replica=1.0)) == 1.0
+    assert deployment.gpus_per_replica(settings(device="cpu")) == 0.0
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 8.0})
+    assert deployment.gpus_per_replica(settings()) == 0.0
