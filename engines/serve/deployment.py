@@ -23,14 +23,13 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from .batcher import FrameBatcher
 from .loopback import bind_replica_to_loopback
 from .protocol import PROTOCOL_VERSION, ErrorCode, ProtocolError, error_message
+from .registry import Registry
 from .runner import BatchRunner
 from .session import Session
 from .settings import HEALTH_PATH, STREAM_PATH, ServerSettings
 
 log = logging.getLogger("ray.serve")
 
-#: A replica's report older than this is from a replica that died; the registry drops it.
-STALE_AFTER_S = 5.0
 REPORT_EVERY_S = 1.0
 #: WebSocket close codes: policy violation, message too big, try again later, server error.
 _CLOSE_CODES = {ErrorCode.TOO_LARGE: 1009, ErrorCode.FULL: 1013, ErrorCode.INTERNAL: 1011}
@@ -101,58 +100,6 @@ def _replica_name() -> str:
         return str(serve.get_replica_context().replica_id.unique_id)
     except Exception:
         return uuid.uuid4().hex[:8]
-
-
-@serve.deployment(ray_actor_options={"num_cpus": 0})
-class Registry:
-    """Collects each replica's latest report (sessions, frames, batch sizes)."""
-
-    def __init__(self, loopback: bool = False) -> None:
-        if loopback:
-            bind_replica_to_loopback()
-        self._reports: dict[str, dict[str, Any]] = {}
-        self._clients: dict[str, dict[str, str]] = {}  # replica -> connection -> client host
-
-    def report(self, replica: str, snapshot: dict[str, Any]) -> None:
-        self._reports[replica] = {**snapshot, "reported": time.time()}
-
-    def remove(self, replica: str) -> None:
-        self._reports.pop(replica, None)
-        self._clients.pop(replica, None)
-
-    def open(self, replica: str, connection: str, host: str, limit: int) -> int:
-        """Count a new connection from ``host``; returns how many it had (0: admitted)."""
-        now = time.time()
-        stale = [n for n, r in self._reports.items() if now - r["reported"] >= STALE_AFTER_S]
-        for name in stale:
-            self.remove(name)  # connections of a replica that died are gone
-        have = sum(list(c.values()).count(host) for c in self._clients.values())
-        if have >= limit:
-            return have
-        self._clients.setdefault(replica, {})[connection] = host
-        return 0
-
-    def close(self, replica: str, connection: str) -> None:
-        self._clients.get(replica, {}).pop(connection, None)
-
-    def summary(self) -> dict[str, Any]:
-        now = time.time()
-        live = {
-            name: report
-            for name, report in self._reports.items()
-            if now - report["reported"] < STALE_AFTER_S
-        }
-        batches: dict[str, int] = {}
-        for report in live.values():
-            for size, count in report["batches"].items():
-                batches[size] = batches.get(size, 0) + count
-        return {
-            "sessions": sum(r["sessions"] for r in live.values()),
-            "sessions_total": sum(r["sessions_total"] for r in live.values()),
-            "frames": sum(r["frames"] for r in live.values()),
-            "batch_sizes": dict(sorted(batches.items(), key=lambda kv: int(kv[0]))),
-            "replicas": live,
-        }
 
 
 @serve.deployment
@@ -334,17 +281,13 @@ class AvatarServer:
         ProtocolError(FULL) when the client has too many. False: not counted (admitted)."""
         limit = self.settings.max_sessions_per_client
         try:
-            have = await self.registry.open.remote(self.replica, name, host, limit)
+            refused = await self.registry.open.remote(self.replica, name, host, limit)
         except Exception:  # the registry is restarting: admit, the per-replica cap still holds
             log.warning("session %s: could not count connections per client", name)
             return False
-        if have:
-            raise ProtocolError(
-                ErrorCode.FULL,
-                f"{host} already has {have} connections to this server (at most {limit} per "
-                "client address): close one, or start the server with a higher "
-                "--max-sessions-per-client",
-            )
+        if refused:
+            code, message = refused
+            raise ProtocolError(ErrorCode(code), message)
         return True
 
     def _admit(self, name: str, session: Session) -> None:

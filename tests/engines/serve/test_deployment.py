@@ -61,3 +61,30 @@ def test_gpus_per_replica_come_from_the_flag_or_the_cluster(monkeypatch) -> None
     assert deployment.gpus_per_replica(settings(device="cpu")) == 0.0
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 8.0})
     assert deployment.gpus_per_replica(settings()) == 0.0
+
+
+def test_the_registry_caps_connections_and_reconnections_per_client_address(monkeypatch) -> None:
+    from engines.serve import registry as registry_module
+
+    clock = [1000.0]
+    monkeypatch.setattr(registry_module.time, "time", lambda: clock[0])
+    registry = registry_module.Registry.func_or_class()
+    registry.report("r", {})
+    limit = 2
+    assert registry.open("r", "a", "10.0.0.1", limit) is None
+    assert registry.open("r", "b", "10.0.0.1", limit) is None
+    code, message = registry.open("r", "c", "10.0.0.1", limit)  # two open already
+    assert code == "full" and "--max-sessions-per-client" in message
+    assert registry.open("r", "x", "10.0.0.2", limit) is None  # another address
+    # Reconnecting in a loop: 2 x limit in a row, then limit per CONNECT_REFILL_S.
+    for name in ("a", "b"):
+        registry.close("r", name)
+    assert registry.open("r", "d", "10.0.0.1", limit) is None
+    registry.close("r", "d")
+    assert registry.open("r", "e", "10.0.0.1", limit) is None
+    registry.close("r", "e")
+    code, message = registry.open("r", "f", "10.0.0.1", limit)
+    assert code == "rate_limited" and "wait a few seconds" in message
+    clock[0] += registry_module.CONNECT_REFILL_S / limit
+    registry.report("r", {})
+    assert registry.open("r", "g", "10.0.0.1", limit) is None
