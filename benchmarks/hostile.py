@@ -12,11 +12,13 @@ streams. No engines.serve import beyond the protocol's encoder.
 from __future__ import annotations
 
 import contextlib
+import os
 import struct
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -119,9 +121,7 @@ class _Attacker:
                 time.sleep(0.2)
 
 
-@contextlib.contextmanager
-def hostile_clients(url: str, token: str | None, size: int, count: int) -> Iterator[dict]:
-    """Run ``count`` attackers until the block ends; yields a dict filled with their outcomes."""
+def _run_attackers(url: str, token: str | None, size: int, count: int, stop: threading.Event):
     from urllib.parse import urlparse
 
     host = urlparse(url).hostname or ""
@@ -132,19 +132,58 @@ def hostile_clients(url: str, token: str | None, size: int, count: int) -> Itera
         )
         for i in range(count)
     ]
-    stop = threading.Event()
     threads = [threading.Thread(target=a.run, args=(stop,), daemon=True) for a in attackers]
-    report: dict[str, Any] = {}
     for thread in threads:
         thread.start()
+    stop.wait()
+    for thread in threads:
+        thread.join(40)
+    report: dict[str, Counter] = {}
+    for attacker in attackers:
+        report.setdefault(attacker.kind, Counter()).update(attacker.outcomes)
+    return {kind: dict(outcomes) for kind, outcomes in report.items()}
+
+
+@contextlib.contextmanager
+def hostile_clients(url: str, token: str | None, size: int, count: int) -> Iterator[dict]:
+    """Run ``count`` attackers until the block ends; yields a dict filled with their outcomes.
+
+    The attackers run in a process of their own (``python -m benchmarks.hostile``), so that
+    they share the machine's cores with the streams but not this process's interpreter lock.
+    """
+    import json
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    command = [sys.executable, "-m", "benchmarks.hostile", url, str(size), str(count)]
+    env = {**os.environ, "AVATARCAM_SERVER_TOKEN": token or ""}
+    child = subprocess.Popen(
+        command, cwd=root, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    report: dict[str, Any] = {}
     try:
         yield report
     finally:
-        stop.set()
-        for thread in threads:
-            thread.join(40)
-        for attacker in attackers:
-            outcomes = report.setdefault(attacker.kind, Counter())
-            outcomes.update(attacker.outcomes)
-        for kind in list(report):
-            report[kind] = dict(report[kind])
+        out, _ = child.communicate("stop\n", timeout=120)  # the child stops on this line
+        if child.returncode == 0 and out.strip():
+            report.update(json.loads(out.strip().splitlines()[-1]))
+        else:
+            report["error"] = f"the hostile clients exited with status {child.returncode}"
+
+
+def main() -> int:
+    """``python -m benchmarks.hostile URL SIZE COUNT``: attack until a line on stdin."""
+    import json
+    import sys
+
+    url, size, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    stop = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.readline(), stop.set()), daemon=True).start()
+    token = os.environ.get("AVATARCAM_SERVER_TOKEN") or None
+    print(json.dumps(_run_attackers(url, token, size, count, stop)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
