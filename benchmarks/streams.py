@@ -11,6 +11,7 @@ loopback) with the model options given, and stops it at the end.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import socket
@@ -104,7 +105,6 @@ def _server(cfg: StreamsConfig, checkpoint: Path, cache_dir: Path | None) -> Ite
         max_batch=cfg.max_batch,
         batch_wait_ms=cfg.batch_wait_ms,
         max_sessions=max(cfg.streams) + cfg.hostile,
-        max_sessions_per_client=max(cfg.streams) + 1,  # every stream comes from this machine
         token=cfg.token,
         cache_dir=cache_dir,
     )
@@ -161,7 +161,10 @@ def _point(cfg: StreamsConfig, url: str, inputs, count: int, hostile: int = 0) -
 
     avatars, driving = _images(inputs, count)
     options = RemoteOptions(url, cfg.token, cfg.transport, cfg.jpeg_quality, timeout_s=60)
-    engines = [connect(options) for _ in range(count)]
+    # On a local server each stream connects from its own loopback address, as users on their
+    # own machines would: the server's per-client limits stay at their defaults.
+    sources = [f"127.0.1.{1 + i}" if cfg.server is None else None for i in range(count)]
+    engines = [connect(dataclasses.replace(options, source_address=s)) for s in sources]
     before = _health(url, cfg.token)
     pids = [r.get("pid") for r in before["replicas"].values()]
     cpu_before = [_cpu_seconds(p) for p in pids if p] if cfg.server is None else []

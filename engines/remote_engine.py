@@ -139,6 +139,8 @@ class RemoteEngine(Engine):
         url = self.options.url.rstrip("/")
         if not url.endswith(STREAM_PATH):
             url += STREAM_PATH
+        address = self.options.source_address
+        source = {"source_address": (address, 0)} if address else {}
         try:
             # Entered as a context manager (websockets' supported form); _drop exits it.
             self._socket = connect(
@@ -148,6 +150,7 @@ class RemoteEngine(Engine):
                 compression=None,
                 proxy=None,
                 max_size=None,
+                **source,
             ).__enter__()
         except InvalidURI as exc:
             raise EngineError(f"--server {self.options.url!r}: {exc}") from None
