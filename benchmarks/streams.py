@@ -200,6 +200,7 @@ def _point(cfg: StreamsConfig, url: str, inputs, count: int, hostile: int = 0) -
     for out in outs:
         if "error" in out:
             raise out["error"]
+    time.sleep(1.5)  # every replica has reported its latest batches (each reports once a second)
     after = _health(url, cfg.token)
     batches = {
         size: n - before["batch_sizes"].get(size, 0)

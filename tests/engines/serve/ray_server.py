@@ -22,7 +22,7 @@ from tests.conftest import ROOT, load_golden
 TOKEN = "test-token"
 MAX_SESSIONS = 2  # per replica
 REPLICAS = 2
-PER_CLIENT = 6  # connections per client address
+PER_CLIENT = 10  # connections per client address (new ones: 20 in a row, then 10 per 10 s)
 HELLO_TIMEOUT_S = 3.0
 IDLE_TIMEOUT_S = 10.0
 
