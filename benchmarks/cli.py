@@ -256,6 +256,12 @@ def _add_streams_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--replicas", type=int, default=1, help="local server replicas (1)")
     group.add_argument("--max-batch", type=int, default=4, help="local server max batch (4)")
     group.add_argument("--batch-wait-ms", type=float, default=2.0, help="local server (2 ms)")
+    group.add_argument(
+        "--hostile",
+        type=int,
+        default=0,
+        help="also measure every point with this many hostile clients attacking (0)",
+    )
 
 
 def _streams_config(args: argparse.Namespace, argv: Sequence[str]):
@@ -285,6 +291,7 @@ def _streams_config(args: argparse.Namespace, argv: Sequence[str]):
         plot=cfg.plot,
         command=cfg.command,
         pipeline=cfg.pipeline,
+        hostile=args.hostile,
     )
 
 

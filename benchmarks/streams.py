@@ -11,6 +11,7 @@ loopback) with the model options given, and stops it at the end.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import socket
@@ -59,11 +60,14 @@ class StreamsConfig:
     plot: bool  # write the PNG
     command: str  # as typed
     pipeline: Path | None = None  # also run the live loop on this video through the server
+    hostile: int = 0  # also measure each point with this many hostile clients (benchmarks.hostile)
 
 
-def _health(url: str) -> dict[str, Any]:
+def _health(url: str, token: str | None = None) -> dict[str, Any]:
     http = url.replace("ws://", "http://", 1).replace("wss://", "https://", 1).rstrip("/")
-    with urllib.request.urlopen(f"{http}/health", timeout=10) as reply:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(f"{http}/health", headers=headers)
+    with urllib.request.urlopen(request, timeout=10) as reply:
         return json.load(reply)
 
 
@@ -100,14 +104,14 @@ def _server(cfg: StreamsConfig, checkpoint: Path, cache_dir: Path | None) -> Ite
         replicas=cfg.replicas,
         max_batch=cfg.max_batch,
         batch_wait_ms=cfg.batch_wait_ms,
-        max_sessions=max(cfg.streams),
+        max_sessions=max(cfg.streams) + cfg.hostile,
         token=cfg.token,
         cache_dir=cache_dir,
     )
     start(settings)
     try:
         deadline = time.monotonic() + 120
-        while len(_health(settings.url)["replicas"]) < cfg.replicas:
+        while len(_health(settings.url, cfg.token)["replicas"]) < cfg.replicas:
             if time.monotonic() > deadline:
                 raise BenchmarkError("the local server's replicas did not all report in 120 s")
             time.sleep(0.5)
@@ -149,14 +153,19 @@ def _stream(engine, avatar, driving, warmup, frames, barrier, out: dict[str, Any
         barrier.abort()
 
 
-def _point(cfg: StreamsConfig, url: str, inputs, count: int) -> dict[str, Any]:
+def _point(cfg: StreamsConfig, url: str, inputs, count: int, hostile: int = 0) -> dict[str, Any]:
     from engines.options import RemoteOptions
     from engines.remote_engine import connect
 
+    from .hostile import hostile_clients, rss_bytes
+
     avatars, driving = _images(inputs, count)
     options = RemoteOptions(url, cfg.token, cfg.transport, cfg.jpeg_quality, timeout_s=60)
-    engines = [connect(options) for _ in range(count)]
-    before = _health(url)
+    # On a local server each stream connects from its own loopback address, as users on their
+    # own machines would: the server's per-client limits stay at their defaults.
+    sources = [f"127.0.1.{1 + i}" if cfg.server is None else None for i in range(count)]
+    engines = [connect(dataclasses.replace(options, source_address=s)) for s in sources]
+    before = _health(url, cfg.token)
     pids = [r.get("pid") for r in before["replicas"].values()]
     cpu_before = [_cpu_seconds(p) for p in pids if p] if cfg.server is None else []
     barrier = threading.Barrier(count + 1)
@@ -168,24 +177,31 @@ def _point(cfg: StreamsConfig, url: str, inputs, count: int) -> dict[str, Any]:
         )
         for i in range(count)
     ]
+    rss_before = [rss_bytes(p) for p in pids if p] if cfg.server is None else []
+    size = before["model"]["resolution"]
+    attacks = (
+        hostile_clients(url, cfg.token, size, hostile) if hostile else contextlib.nullcontext({})
+    )
     try:
-        for thread in threads:
-            thread.start()
-        with contextlib.suppress(threading.BrokenBarrierError):
-            barrier.wait()
-        probe = LoadProbe()
-        began = time.perf_counter()
-        for thread in threads:
-            thread.join()
-        wall = time.perf_counter() - began
-        load = probe.result()
+        with attacks as outcomes:
+            for thread in threads:
+                thread.start()
+            with contextlib.suppress(threading.BrokenBarrierError):
+                barrier.wait()
+            probe = LoadProbe()
+            began = time.perf_counter()
+            for thread in threads:
+                thread.join()
+            wall = time.perf_counter() - began
+            load = probe.result()
     finally:
         for engine in engines:
             engine.close()
     for out in outs:
         if "error" in out:
             raise out["error"]
-    after = _health(url)
+    time.sleep(1.5)  # every replica has reported its latest batches (each reports once a second)
+    after = _health(url, cfg.token)
     batches = {
         size: n - before["batch_sizes"].get(size, 0)
         for size, n in after["batch_sizes"].items()
@@ -205,6 +221,14 @@ def _point(cfg: StreamsConfig, url: str, inputs, count: int) -> dict[str, Any]:
         ),
         "contention": load,
     }
+    if hostile:
+        point["hostile"] = {"clients": hostile, "outcomes": outcomes}
+    if rss_before:
+        rss_after = [rss_bytes(p) for p in pids if p]
+        point["server_rss_mb"] = {
+            "before": round(sum(r for r in rss_before if r) / 2**20, 1),
+            "after": round(sum(r for r in rss_after if r) / 2**20, 1),
+        }
     if cpu_before:
         cpu_after = [_cpu_seconds(p) for p in pids if p]
         used = sum(a - b for a, b in zip(cpu_after, cpu_before, strict=True) if a and b)
@@ -283,13 +307,17 @@ def run_streams(cfg: StreamsConfig) -> dict[str, Any]:
     with model_weights(cfg, config) as weights:  # type: ignore[arg-type]
         local = _local(cfg, weights.checkpoint, config, inputs)
         with _server(cfg, weights.checkpoint, weights.cache_dir) as url:
-            health = _health(url)
+            health = _health(url, cfg.token)
             if cfg.server is not None and health["model"]["resolution"] != config.resolution:
                 raise BenchmarkError(
                     f"the server at {url} runs {health['model']['resolution']}px, the local "
                     f"baseline {config.resolution}px: pass --config/--resolution to match"
                 )
-            points = [_point(cfg, url, inputs, n) for n in cfg.streams]
+            points = []
+            for n in cfg.streams:  # with and without hostile clients, interleaved
+                points.append(_point(cfg, url, inputs, n))
+                if cfg.hostile:
+                    points.append(_point(cfg, url, inputs, n, cfg.hostile))
             pipeline = _pipeline(cfg, url, weights.checkpoint) if cfg.pipeline else None
     return {
         "schema": SCHEMA,
@@ -315,76 +343,10 @@ def run_streams(cfg: StreamsConfig) -> dict[str, Any]:
     }
 
 
-def markdown(results: dict[str, Any]) -> str:
-    server, local = results["server"], results["local"]
-    lines = [
-        "# Avatar server: many streams",
-        "",
-        f"`{results['command']}`",
-        "",
-        f"Server: {server['url']}, {server['replicas']} replica(s), max batch "
-        f"{server['max_batch']}, {server['transport']} transport; model "
-        f"{server['model']['config']} {server['model']['resolution']}px on "
-        f"{server['model']['backend']} {server['model']['device']}. "
-        f"Weights: {results['weights']['kind']}. Machine: {results['machine'].get('cpu')}.",
-        "",
-        f"Local engine in the same run ({local['engine']}): **{local['fps']} frames/s**, "
-        f"latency p50 {local['latency_ms']['p50']} ms, p99 {local['latency_ms']['p99']} ms.",
-        "",
-        "| streams | per-stream FPS (mean) | aggregate frames/s | vs local | RTT p50 ms | "
-        "RTT p99 ms | batches formed (size: calls) | server CPU/wall | load 1m |",
-        "|---:|---:|---:|---:|---:|---:|---|---:|---:|",
-    ]
-    for p in results["points"]:
-        batches = ", ".join(f"{s}: {n}" for s, n in p["batch_sizes"].items()) or "-"
-        ratio = p["aggregate_fps"] / local["fps"] if local["fps"] else float("nan")
-        lines.append(
-            f"| {p['streams']} | {p['per_stream_fps_mean']} | {p['aggregate_fps']} | "
-            f"{ratio:.2f}x | {p['rtt_ms']['p50']} | {p['rtt_ms']['p99']} | {batches} | "
-            f"{p.get('server_cpu_per_wall', '-')} | {p['contention']['load_1m_end']} |"
-        )
-    if results.get("pipeline"):
-        from .pipeline import pipeline_markdown
-
-        lines += ["", "Live loop through the server:", "", *pipeline_markdown(results["pipeline"])]
-    lines += [
-        "",
-        "Per-stream FPS: timed frames / seconds for each client (one frame in flight per "
-        "stream). RTT: client send to result decoded, including encoding, the server's batch "
-        "wait and the frame-graph call. Server CPU/wall: CPU seconds of the replica processes "
-        "per wall second (local server only).",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def write_plot(results: dict[str, Any], path: Path) -> None:
-    from .plot import _pyplot
-
-    plt = _pyplot()
-    points = results["points"]
-    streams = [p["streams"] for p in points]
-    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    left.plot(streams, [p["aggregate_fps"] for p in points], "o-", label="server, aggregate")
-    left.plot(
-        streams, [p["per_stream_fps_mean"] for p in points], "s--", label="server, per stream"
-    )
-    left.axhline(results["local"]["fps"], color="grey", linestyle=":", label="local engine")
-    left.set(xlabel="streams", ylabel="frames/s", title="Throughput")
-    left.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=3, fontsize=8)
-    right.plot(streams, [p["rtt_ms"]["p50"] for p in points], "o-", label="RTT p50")
-    right.plot(streams, [p["rtt_ms"]["p99"] for p in points], "s--", label="RTT p99")
-    right.set(xlabel="streams", ylabel="ms", title="Round trip")
-    right.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2, fontsize=8)
-    for axis in (left, right):
-        axis.set_xticks(streams)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-
-
 def run(cfg: StreamsConfig) -> int:
     """Measure, write NAME-streams.json/.md/.png, print the table; the exit status."""
+    from .streams_report import markdown, write_plot
+
     results = run_streams(cfg)
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     stem = cfg.out_dir / cfg.name

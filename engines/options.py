@@ -40,3 +40,4 @@ class RemoteOptions:
     jpeg_quality: int = 90  # 1-100, for the jpeg transport
     reconnect: bool = False  # reconnect with back-off when the server goes (live runs)
     timeout_s: float = 10.0  # connect and reply timeout
+    source_address: str | None = None  # local address to connect from; None: the system's

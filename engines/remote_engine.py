@@ -50,9 +50,23 @@ BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0)  # waits between reconnection attempts
 
 
 class ServerError(EngineError):
-    """The server refused the session, broke the protocol or went away."""
+    """The server broke the protocol or went away during a run (what was written is kept)."""
 
     exit_code = 4
+
+
+class ServerRefused(ServerError):
+    """Nothing ran: no server there, not an avatarcam stream, or the server refused the
+    session (token, full, version). Exit status 2, as for other set-up errors."""
+
+    exit_code = 2
+
+
+class ModelChanged(ServerRefused):
+    """After a reconnection the server runs another model than the one this run calibrated
+    with; the run stops instead of animating with the wrong model."""
+
+    code = ErrorCode.MODEL
 
 
 class RemoteEngine(Engine):
@@ -82,6 +96,7 @@ class RemoteEngine(Engine):
         self._motion: dict[str, np.ndarray] | None = None  # the last motion sent
         self._attempt = 0
         self._retry_at = 0.0
+        self._stopped: ModelChanged | None = None  # set when a reconnection found another model
         try:
             welcome = self._connect()
         except BaseException:
@@ -115,7 +130,7 @@ class RemoteEngine(Engine):
 
     def _connect(self) -> dict[str, Any]:
         try:
-            from websockets.exceptions import InvalidHandshake, InvalidURI
+            from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
             from websockets.sync.client import connect
         except ImportError:
             raise missing_dependency("websockets", "serve", "the remote backend") from None
@@ -124,6 +139,8 @@ class RemoteEngine(Engine):
         url = self.options.url.rstrip("/")
         if not url.endswith(STREAM_PATH):
             url += STREAM_PATH
+        address = self.options.source_address
+        source = {"source_address": (address, 0)} if address else {}
         try:
             # Entered as a context manager (websockets' supported form); _drop exits it.
             self._socket = connect(
@@ -133,11 +150,20 @@ class RemoteEngine(Engine):
                 compression=None,
                 proxy=None,
                 max_size=None,
+                **source,
             ).__enter__()
         except InvalidURI as exc:
             raise EngineError(f"--server {self.options.url!r}: {exc}") from None
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            raise ServerRefused(
+                f"{url} answered HTTP {status}, not an avatarcam stream: pass the URL the "
+                "server printed at start (ws://HOST:PORT, without a path)"
+                if status in (403, 404)
+                else f"{url} refused the WebSocket (HTTP {status}): check --server"
+            ) from None
         except (OSError, TimeoutError, InvalidHandshake) as exc:
-            raise ServerError(
+            raise ServerRefused(
                 f"could not connect to the avatar server at {self.options.url} ({exc}). Check "
                 "that it runs (python -m engines.serve prints its URL), the host and port, and "
                 "any firewall between here and there."
@@ -149,9 +175,14 @@ class RemoteEngine(Engine):
         }
         if self.options.token is not None:
             hello["token"] = self.options.token
-        reply = self._request(encode(MessageType.HELLO, hello), MessageType.WELCOME, {})
+        try:
+            reply = self._request(encode(MessageType.HELLO, hello), MessageType.WELCOME, {})
+        except ServerRefused:
+            raise
+        except ServerError as exc:  # an ERROR reply (or none) to HELLO: nothing ran
+            raise ServerRefused(str(exc)) from None
         if reply.meta.get("protocol") != PROTOCOL_VERSION:
-            raise ServerError(
+            raise ServerRefused(
                 f"the server speaks protocol {reply.meta.get('protocol')}, this client "
                 f"{PROTOCOL_VERSION}: install the same avatarcam release on both"
             )
@@ -218,6 +249,8 @@ class RemoteEngine(Engine):
         return EngineUnavailable(self.status)
 
     def _ensure_connected(self) -> None:
+        if self._stopped is not None:
+            raise self._stopped
         if self._socket is not None:
             return
         if not self.options.reconnect:
@@ -225,16 +258,38 @@ class RemoteEngine(Engine):
         if time.monotonic() < self._retry_at:
             raise EngineUnavailable(self.status)
         try:
-            self._connect()
+            welcome = self._connect()
+            self._check_same_model(welcome)
             if self._avatar is not None:
                 self._send_avatar(self._avatar)
             if self._motion is not None:
                 self._request(encode(MessageType.MOTION, arrays=self._motion), None, {})
+        except ModelChanged as exc:
+            self._drop()
+            self.status = "stopped: the server runs another model"
+            self._stopped = exc
+            raise
         except ServerError as exc:
             raise self._lost(exc) from None
         self._seq = 0
         self._attempt = 0
         log.info("reconnected to the avatar server at %s", self.options.url)
+
+    def _check_same_model(self, welcome: dict[str, Any]) -> None:
+        """A reconnection must find the model this run calibrated with."""
+        try:
+            identity = ModelIdentity.from_json(welcome["model"])
+            same_io = io_from_json(welcome["io"]) == self.io
+        except (KeyError, TypeError, ValueError):
+            identity, same_io = None, False
+        if identity != self.identity or not same_io:
+            now = identity.describe() if identity is not None else "an unreadable model"
+            raise ModelChanged(
+                f"the avatar server at {self.options.url} came back with another model "
+                f"(before: {self.identity.describe()}; now: {now}); its keypoints and "
+                "calibration do not carry over, so the run stops: start it again to use the "
+                "new model"
+            )
 
     def _call(self, function, *args):
         """Run a request; in live runs a lost server becomes EngineUnavailable."""

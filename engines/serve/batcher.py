@@ -19,8 +19,10 @@ it they fall into step and share calls, and the wait costs at most a quarter of 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 #: A partial batch waits for the other sessions' frames up to this share of the last call.
 PEER_WAIT_FRACTION = 0.25
@@ -29,9 +31,19 @@ J = TypeVar("J")
 R = TypeVar("R")
 
 
+class EngineTimeout(RuntimeError):
+    """An engine call ran past the batcher's ``timeout_s``; the engine may be stuck."""
+
+
 class FrameBatcher(Generic[J, R]):
     """``await submit(job)`` returns ``run([..., job, ...])``'s result for that job; ``run``
-    (blocking) is called in a worker thread, one batch at a time."""
+    (blocking) is called in a worker thread, one batch at a time.
+
+    A call that takes longer than ``timeout_s`` fails its frames with :class:`EngineTimeout`;
+    until that call returns (threads cannot be stopped) every new frame fails at once, and
+    :meth:`healthy` says why, so the replica's health check can have Ray restart it. Whatever
+    goes wrong, every waiting frame gets a result or an exception.
+    """
 
     def __init__(
         self,
@@ -39,6 +51,7 @@ class FrameBatcher(Generic[J, R]):
         max_batch: int,
         wait_s: float,
         active: Callable[[], int] = lambda: 1 << 30,
+        timeout_s: float | None = None,
     ):
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
@@ -46,12 +59,27 @@ class FrameBatcher(Generic[J, R]):
         self.max_batch = max_batch  # most jobs per call
         self.wait_s = wait_s  # shortest wait for more frames before a partial batch
         self.active = active  # sessions that may send a frame (default: unknown, many)
+        self.timeout_s = timeout_s  # longest engine call; None: no limit
         self.last_call_s = 0.0  # duration of the latest engine call
+        self.errors = 0  # engine calls that failed in a row
         self._pending: list[tuple[J, asyncio.Future]] = []
         self._arrived: asyncio.Event | None = None
         self._worker: asyncio.Task | None = None
+        self._stuck_since: float | None = None  # monotonic start of a call past its timeout
+        self._call: asyncio.Task | None = None  # the engine call in its worker thread
+
+    def healthy(self) -> str | None:
+        """None when the engine works; otherwise what is wrong."""
+        if self._stuck_since is not None:
+            return (
+                f"an engine call has run for {time.monotonic() - self._stuck_since:.0f} s "
+                f"(limit {self.timeout_s:g} s)"
+            )
+        return None
 
     async def submit(self, job: J) -> R:
+        if self._stuck_since is not None:
+            raise EngineTimeout(f"the engine is stuck: {self.healthy()}")
         loop = asyncio.get_running_loop()
         if self._arrived is None:
             self._arrived = asyncio.Event()
@@ -77,6 +105,13 @@ class FrameBatcher(Generic[J, R]):
                 return
 
     async def _work(self) -> None:
+        try:
+            await self._loop()
+        finally:  # the worker ends (cancelled, or a bug): nobody waits forever
+            pending, self._pending = self._pending, []
+            _fail(pending, RuntimeError("the replica's frame batcher stopped"))
+
+    async def _loop(self) -> None:
         assert self._arrived is not None
         loop = asyncio.get_running_loop()
         while True:
@@ -91,15 +126,38 @@ class FrameBatcher(Generic[J, R]):
             if not batch:
                 continue
             began = loop.time()
+            jobs = [job for job, _ in batch]
+            self._call = call = loop.create_task(asyncio.to_thread(self.run, jobs))
             try:
-                results = await asyncio.to_thread(self.run, [job for job, _ in batch])
+                try:
+                    results = await asyncio.wait_for(asyncio.shield(call), self.timeout_s)
+                except asyncio.TimeoutError:
+                    self._stuck_since = time.monotonic() - (loop.time() - began)
+                    raise EngineTimeout(f"an engine call took over {self.timeout_s:g} s") from None
+                if len(results) != len(batch):
+                    raise RuntimeError(
+                        f"the engine returned {len(results)} results for {len(batch)} frames"
+                    )
             except Exception as exc:  # every frame of the batch gets the error
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
+                self.errors += 1
+                _fail(batch, exc)
+                if self._stuck_since is not None:
+                    # Frames waiting now fail at once; new ones fail in submit.
+                    pending, self._pending = self._pending, []
+                    _fail(pending, exc)
+                    with contextlib.suppress(Exception):
+                        await call  # the thread comes back (or the replica is restarted)
+                    self._stuck_since = None
                 continue
             finally:
                 self.last_call_s = loop.time() - began
+            self.errors = 0
             for (_, future), result in zip(batch, results, strict=True):
                 if not future.done():
                     future.set_result(result)
+
+
+def _fail(batch: list[tuple[Any, asyncio.Future]], exc: BaseException) -> None:
+    for _, future in batch:
+        if not future.done():
+            future.set_exception(exc)

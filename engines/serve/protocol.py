@@ -14,7 +14,8 @@ Every message is one binary WebSocket message::
 A part is a named array, sent raw (C-order bytes of ``dtype`` and ``shape``) or as an image
 (H x W x 3 uint8) encoded as PNG or JPEG. The receiver says which parts it expects, with their
 shapes and dtypes; :func:`decode` checks the header, the sizes, every part's declared shape and
-the encoded image's own header (PNG IHDR, JPEG SOF) before decoding anything, and raises
+the encoded image's own header (PNG IHDR, JPEG SOF, read as libpng and libjpeg read them:
+:mod:`.imageheader`) before decoding anything, and raises
 :class:`ProtocolError` with a code the server sends back in an ``ERROR`` message.
 
 A session: the client sends ``HELLO`` (protocol version, token, transport), the server answers
@@ -34,6 +35,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from .imageheader import image_size
 
 PROTOCOL_VERSION = 1
 MAGIC = b"AVCM"
@@ -63,6 +66,8 @@ class ErrorCode(str, enum.Enum):
     UNAUTHORIZED = "unauthorized"  # missing or wrong token
     FULL = "full"  # the server has no room for another session
     MODEL = "model"  # the client expects another model
+    RATE = "rate_limited"  # a message sent more often than the server allows
+    TIMEOUT = "timeout"  # the client sent nothing (HELLO, the next message) in time
     INTERNAL = "internal"  # the server failed
 
 
@@ -201,19 +206,27 @@ def decode(
     """
     if max_bytes is not None and len(data) > max_bytes:
         raise ProtocolError(
-            ErrorCode.TOO_LARGE, f"message of {len(data)} bytes is over the {max_bytes} limit"
+            ErrorCode.TOO_LARGE,
+            f"message of {len(data)} bytes is over the {max_bytes} limit: send one frame of "
+            "the model's size (WELCOME: model.resolution, max_message_bytes) per message",
         )
     kind, seq, meta_len = _header(data)
     try:
         meta = json.loads(bytes(data[HEADER.size : HEADER.size + meta_len]))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ProtocolError(ErrorCode.MALFORMED, f"meta is not JSON: {exc}") from None
+    except RecursionError:
+        raise ProtocolError(ErrorCode.MALFORMED, "meta is nested too deeply") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("parts", []), list):
         raise ProtocolError(ErrorCode.MALFORMED, "meta must be a JSON object with a parts list")
     declared = meta.pop("parts", [])
     expect = expect or {}
     names = [p.get("name") if isinstance(p, dict) else None for p in declared]
-    if sorted(map(str, names)) != sorted(expect) or len(set(names)) != len(names):
+    if (
+        not all(isinstance(n, str) for n in names)
+        or sorted(names) != sorted(expect)
+        or len(set(names)) != len(names)
+    ):
         raise ProtocolError(
             ErrorCode.SHAPE,
             f"{kind.name} carries parts {names}, expected {sorted(expect)}",
@@ -258,7 +271,7 @@ def _check_part(kind: MessageType, part: dict, spec: PartSpec) -> None:
             ErrorCode.MALFORMED, f"{kind.name} part '{name}' has encoding {encoding!r}"
         )
     raw_size = int(np.prod(spec.shape)) * np.dtype(spec.dtype).itemsize
-    if not isinstance(nbytes, int) or nbytes < 0:
+    if not isinstance(nbytes, int) or isinstance(nbytes, bool) or nbytes < 0:
         raise ProtocolError(ErrorCode.MALFORMED, f"{kind.name} part '{name}' has no byte size")
     if encoding == "raw" and nbytes != raw_size:
         raise ProtocolError(
@@ -277,48 +290,31 @@ def _decode_part(kind: MessageType, part: dict, spec: PartSpec, chunk: memoryvie
     name, encoding = part["name"], part["encoding"]
     if encoding == "raw":
         return np.frombuffer(chunk, dtype=spec.dtype).reshape(spec.shape).copy()
-    size = image_size(bytes(chunk[:65536]), encoding)
+    data = bytes(chunk)
+    try:
+        size = image_size(data, encoding)
+    except ValueError as exc:
+        raise ProtocolError(
+            ErrorCode.MALFORMED, f"{kind.name} part '{name}' is not a plain {encoding}: {exc}"
+        ) from None
     if size != (spec.shape[1], spec.shape[0]):
         raise ProtocolError(
             ErrorCode.SHAPE,
-            f"{kind.name} part '{name}': the {encoding} image is {size}, expected "
+            f"{kind.name} part '{name}': the {encoding} image is {size[0]}x{size[1]}, expected "
             f"{spec.shape[1]}x{spec.shape[0]}",
         )
     import cv2
 
-    bgr = cv2.imdecode(np.frombuffer(chunk, np.uint8), cv2.IMREAD_COLOR)
+    # The header checked above is the one the decoder allocates for (engines.serve.imageheader);
+    # EXIF orientation is ignored so that the pixels are the ones sent.
+    flags = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
+    try:
+        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    except cv2.error:
+        bgr = None
     if bgr is None or bgr.shape != spec.shape:
         raise ProtocolError(ErrorCode.MALFORMED, f"{kind.name} part '{name}' does not decode")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
-def image_size(data: bytes, encoding: str) -> tuple[int, int] | None:
-    """(width, height) from a PNG's IHDR or a JPEG's SOF marker, without decoding; None when
-    the header is not there."""
-    if encoding == "png":
-        if len(data) < 24 or data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
-            return None
-        width, height = struct.unpack(">II", data[16:24])
-        return width, height
-    if encoding == "jpeg":
-        if data[:2] != b"\xff\xd8":
-            return None
-        i = 2
-        while i + 9 <= len(data):
-            if data[i] != 0xFF:
-                return None
-            marker = data[i + 1]
-            if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
-                i += 2
-                continue
-            (length,) = struct.unpack(">H", data[i + 2 : i + 4])
-            # SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC) carry the frame size.
-            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-                height, width = struct.unpack(">HH", data[i + 5 : i + 9])
-                return width, height
-            i += 2 + length
-        return None
-    raise ValueError(f"unknown image encoding {encoding!r}")
 
 
 def error_from(message: Message) -> ProtocolError:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -25,6 +26,12 @@ from .settings import DEFAULT_PORT, HEALTH_PATH, ServerSettings
 
 log = logging.getLogger("avatarcam.serve")
 
+#: The environment variable that may hold the token (beside --token and --token-file).
+TOKEN_VARIABLE = "AVATARCAM_SERVER_TOKEN"
+#: Ray Serve's proxies prefer replicas on their own node unless this is 0.
+LOCAL_ROUTING_VARIABLE = "RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING"
+#: Ray's switch for clusters of one machine on 127.0.0.1 (ray._private.ray_constants).
+LOOPBACK_VARIABLE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 #: Object store of a local Ray cluster: results travel over the WebSocket, not the store.
 OBJECT_STORE_BYTES = 256 * 1024 * 1024
 
@@ -63,7 +70,40 @@ def build_parser() -> argparse.ArgumentParser:
     serving.add_argument(
         "--max-sessions", type=int, default=8, help="streams per replica; more are refused (8)"
     )
-    serving.add_argument("--token", help="shared secret clients must send (--server-token)")
+    serving.add_argument(
+        "--token",
+        help="shared secret clients must send (--server-token); visible to other local users "
+        f"in the process list: prefer --token-file or ${TOKEN_VARIABLE}",
+    )
+    serving.add_argument("--token-file", type=Path, help="read the token from this file")
+    serving.add_argument(
+        "--max-sessions-per-client",
+        type=int,
+        default=4,
+        help="open connections per client IP address, over all replicas (4)",
+    )
+    serving.add_argument(
+        "--idle-timeout", type=float, default=60.0, help="close a silent session after (60 s)"
+    )
+    serving.add_argument(
+        "--hello-timeout", type=float, default=5.0, help="time a new connection has for HELLO (5 s)"
+    )
+    serving.add_argument(
+        "--engine-timeout",
+        type=float,
+        default=30.0,
+        help="longest engine call; past it the replica is unhealthy and Ray restarts it (30 s)",
+    )
+    serving.add_argument(
+        "--max-replicas-per-node",
+        type=int,
+        help="at most this many replicas on one node of a cluster (default: no limit)",
+    )
+    serving.add_argument(
+        "--gpus-per-replica",
+        type=float,
+        help="GPUs each replica reserves (default: the cluster's GPUs / --replicas, at most 1)",
+    )
     serving.add_argument(
         "--address", help="join a running Ray cluster (auto, HOST:PORT); default: start one"
     )
@@ -89,6 +129,23 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         raise UserError(f"--batch-wait-ms must be 0 or more, got {args.batch_wait_ms}")
     if not 0 < args.port < 65536:
         raise UserError(f"--port {args.port} is not a TCP port (1-65535)")
+    if args.max_sessions_per_client < 1:
+        raise UserError(
+            f"--max-sessions-per-client must be at least 1, got {args.max_sessions_per_client}"
+        )
+    for flag, seconds in (
+        ("--idle-timeout", args.idle_timeout),
+        ("--hello-timeout", args.hello_timeout),
+        ("--engine-timeout", args.engine_timeout),
+    ):
+        if not seconds > 0:
+            raise UserError(f"{flag} must be more than 0 seconds, got {seconds}")
+    if args.max_replicas_per_node is not None and args.max_replicas_per_node < 1:
+        raise UserError(
+            f"--max-replicas-per-node must be at least 1, got {args.max_replicas_per_node}"
+        )
+    if args.gpus_per_replica is not None and args.gpus_per_replica < 0:
+        raise UserError(f"--gpus-per-replica must be 0 or more, got {args.gpus_per_replica}")
     checkpoint = args.checkpoint or find_default_checkpoint()
     if not Path(checkpoint).is_file():
         raise UserError(f"--checkpoint {checkpoint} does not exist: pass a FOMM checkpoint file")
@@ -105,10 +162,34 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         max_batch=args.max_batch,
         batch_wait_ms=args.batch_wait_ms,
         max_sessions=args.max_sessions,
-        token=args.token or None,
+        token=_token(args),
+        max_sessions_per_client=args.max_sessions_per_client,
+        idle_timeout_s=args.idle_timeout,
+        hello_timeout_s=args.hello_timeout,
+        engine_timeout_s=args.engine_timeout,
+        gpus_per_replica=args.gpus_per_replica,
+        max_replicas_per_node=args.max_replicas_per_node,
         address=args.address,
         num_cpus=args.num_cpus,
     )
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    """--token, else the first line of --token-file, else $AVATARCAM_SERVER_TOKEN."""
+    if args.token and args.token_file:
+        raise UserError("pass --token or --token-file, not both")
+    if args.token_file is not None:
+        try:
+            token = args.token_file.read_text().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UserError(
+                f"--token-file {args.token_file}: cannot read it ({exc}); pass a text file "
+                "holding the token"
+            ) from None
+        if not token:
+            raise UserError(f"--token-file {args.token_file} is empty: write the token into it")
+        return token
+    return args.token or os.environ.get(TOKEN_VARIABLE) or None
 
 
 def _import_serve():
@@ -124,23 +205,57 @@ def _import_serve():
 def start(settings: ServerSettings) -> None:
     """Start Ray (or join ``settings.address``) and deploy the application; returns when the
     replicas are ready to take sessions."""
+    if settings.loopback and not settings.address:
+        # Ray takes the node's address from its routes and binds its own servers (GCS,
+        # raylet, workers, agents) to it; for a loopback server they listen on loopback only.
+        # Read when Ray is imported; RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 is Ray's own switch
+        # for single-machine clusters that never leave 127.0.0.1.
+        os.environ[LOOPBACK_VARIABLE] = "0"
+        if "ray" in sys.modules:  # imported already (a benchmark in this process): same switch
+            from ray._private import ray_constants
+
+            ray_constants.ENABLE_RAY_CLUSTER = False
     ray, serve = _import_serve()
     from export.config import load_config
 
-    load_config(settings.config, settings.resolution)  # a bad config fails here, not in Ray
+    from .proxy_hook import environment
+    from .session import max_message_bytes
+
+    config = load_config(settings.config, settings.resolution)  # a bad config fails here
+    resolution = settings.resolution or config.resolution
+    # Replicas import this checkout's packages, whatever is installed elsewhere; OpenCV in
+    # them refuses to decode images larger than a frame of the model, whatever their header.
+    root = str(Path(__file__).resolve().parents[2])
+    pixels = str(resolution * resolution)
+    env_vars = {"PYTHONPATH": root, "OPENCV_IO_MAX_IMAGE_PIXELS": pixels}
     if not ray.is_initialized():
         if settings.address:
-            ray.init(address=settings.address, logging_level=logging.WARNING)
+            # Worker nodes get this checkout's packages from Ray (uploaded once); the
+            # checkpoint must be at the same path on every node (replicas check at start).
+            modules = [str(Path(root, package)) for package in ("engines", "export")]
+            ray.init(
+                address=settings.address,
+                logging_level=logging.WARNING,
+                runtime_env={
+                    "py_modules": modules,
+                    "env_vars": {"OPENCV_IO_MAX_IMAGE_PIXELS": pixels},
+                },
+            )
         else:
-            # Replicas import this checkout's packages, whatever is installed elsewhere.
-            root = str(Path(__file__).resolve().parents[2])
+            # The proxies (Ray processes started below inherit this environment) bound
+            # WebSocket messages before buffering them: engines.serve.proxy_hook.
+            os.environ.update(environment(max_message_bytes(resolution)))
+            # Sessions entering at one node's proxy go to replicas on every node.
+            os.environ[LOCAL_ROUTING_VARIABLE] = "0"
+            path = os.environ.get("PYTHONPATH")
+            os.environ["PYTHONPATH"] = root + (os.pathsep + path if path else "")
             ray.init(
                 address="local",  # a new cluster, never one that happens to run here
                 num_cpus=settings.num_cpus,
                 include_dashboard=False,
                 object_store_memory=OBJECT_STORE_BYTES,
                 logging_level=logging.WARNING,
-                runtime_env={"env_vars": {"PYTHONPATH": root}},
+                runtime_env={"env_vars": env_vars},
             )
     serve.start(http_options={"host": settings.host, "port": settings.port})
     from .deployment import build

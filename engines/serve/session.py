@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import time
 from collections.abc import Awaitable, Callable
 
 import numpy as np
@@ -32,6 +33,10 @@ from .runner import BatchRunner, FrameJob, FrameOutput, SessionState, finalize_f
 
 #: Client messages besides the frames' payload: hello, avatar, motion and their headers.
 _META_ALLOWANCE = 64 * 1024
+#: AVATAR rate limit: a burst of this many, then one per AVATAR_EVERY_S (each runs the avatar
+#: graph on the replica's engine, between other sessions' frames).
+AVATAR_BURST = 4
+AVATAR_EVERY_S = 2.0
 
 
 def max_message_bytes(resolution: int) -> int:
@@ -59,6 +64,9 @@ class Session:
         self.transport = "png"  # how result frames are encoded
         self.jpeg_quality = 90  # for the jpeg transport
         self.frames = 0  # frames animated
+        self.last_frame = float("-inf")  # time.monotonic() of the latest FRAME received
+        self._avatar_tokens = float(AVATAR_BURST)
+        self._avatar_refilled = time.monotonic()
         self._state: SessionState | None = None
         self._next_seq = 0
         io = runner.io
@@ -125,8 +133,24 @@ class Session:
             },
         )
 
+    def _take_avatar_token(self) -> None:
+        now = time.monotonic()
+        self._avatar_tokens = min(
+            AVATAR_BURST, self._avatar_tokens + (now - self._avatar_refilled) / AVATAR_EVERY_S
+        )
+        self._avatar_refilled = now
+        if self._avatar_tokens < 1:
+            raise ProtocolError(
+                ErrorCode.RATE,
+                f"more than {AVATAR_BURST} avatars in a row (then one per {AVATAR_EVERY_S:g} s): "
+                "send AVATAR only when the avatar changes",
+            )
+        self._avatar_tokens -= 1
+
     async def _avatar(self, data: bytes) -> bytes:
-        message = decode(data, self._image, max_bytes=self._max_bytes)
+        self._take_avatar_token()
+        # Decoding an image takes a while: off the event loop, so other sessions go on.
+        message = await asyncio.to_thread(decode, data, self._image, max_bytes=self._max_bytes)
         self._state = await asyncio.to_thread(self.runner.encode_avatar, message.parts["avatar"])
         arrays = {AVATAR_KP: self._state.avatar[AVATAR_KP]}
         if AVATAR_JACOBIAN in self._state.avatar:
@@ -146,7 +170,8 @@ class Session:
     async def _frame(self, data: bytes) -> bytes:
         if self._state is None:
             raise ProtocolError(ErrorCode.ORDER, "FRAME before AVATAR: send the avatar first")
-        message = decode(data, self._driving, max_bytes=self._max_bytes)
+        self.last_frame = time.monotonic()
+        message = await asyncio.to_thread(decode, data, self._driving, max_bytes=self._max_bytes)
         if message.seq != self._next_seq:
             raise ProtocolError(
                 ErrorCode.ORDER, f"frame {message.seq} out of order: expected {self._next_seq}"

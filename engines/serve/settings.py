@@ -32,6 +32,12 @@ class ServerSettings:
     num_cpus: int | None = None  # CPUs of a local Ray cluster; None: all
     cache_dir: Path | None = None  # engine artifact cache on the replicas
     threads: int | None = None  # CPU threads per replica; None: the node's cores / replicas
+    hello_timeout_s: float = 5.0  # a connection that sends no HELLO within this is closed
+    idle_timeout_s: float = 60.0  # a session that sends nothing for this long is closed
+    engine_timeout_s: float = 30.0  # longest engine call; past it the replica is unhealthy
+    max_sessions_per_client: int = 4  # open connections per client IP address, all replicas
+    gpus_per_replica: float | None = None  # None: the cluster's GPUs / replicas (at most 1)
+    max_replicas_per_node: int | None = None  # spread replicas over nodes; None: no limit
 
     def batch_sizes(self) -> tuple[int, ...]:
         """Engine batch sizes a replica builds: powers of two below max_batch, and max_batch.

@@ -24,3 +24,14 @@ def runner() -> BatchRunner:
     )
     engines = {b: TorchEngine(model, model_io(config, 64, b)) for b in settings.batch_sizes()}
     return BatchRunner(settings, engines)
+
+
+@pytest.fixture(scope="session")
+def server():
+    """The avatar server on Ray Serve (tests/engines/serve/ray_server.py), one per test run:
+    test_attacks.py and test_server.py share it; test_server.py's last test stops it."""
+    pytest.importorskip("ray.serve", reason="needs the serve extra: pip install -e '.[serve]'")
+    pytest.importorskip("websockets", reason="needs the serve extra: pip install -e '.[serve]'")
+    from tests.engines.serve.ray_server import serve
+
+    yield from serve()

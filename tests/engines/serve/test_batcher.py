@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from engines.serve.batcher import FrameBatcher
+from engines.serve.batcher import EngineTimeout, FrameBatcher
 
 
 class SlowEngine:
@@ -108,3 +108,46 @@ def test_a_lone_session_never_waits() -> None:
     began = time.perf_counter()
     assert asyncio.run(batcher.submit(4)) == 40
     assert time.perf_counter() - began < 1.0
+
+
+def test_a_wrong_number_of_results_fails_every_frame_of_the_batch() -> None:
+    batcher = FrameBatcher(lambda jobs: jobs[:-1], max_batch=3, wait_s=0.05)
+
+    async def scenario() -> list:
+        jobs = [batcher.submit(n) for n in (1, 2, 3)]
+        return await asyncio.wait_for(asyncio.gather(*jobs, return_exceptions=True), 5)
+
+    results = asyncio.run(scenario())
+    assert len(results) == 3 and all(isinstance(r, RuntimeError) for r in results), results
+    assert batcher.errors == 1
+
+
+def test_a_stuck_engine_call_times_out_and_marks_the_batcher_unhealthy() -> None:
+    release = threading.Event()
+
+    def engine(jobs: list[int]) -> list[int]:
+        if 0 in jobs:
+            release.wait(10)  # a hung call
+        return jobs
+
+    batcher = FrameBatcher(engine, max_batch=1, wait_s=0.0, timeout_s=0.2)
+
+    async def scenario() -> tuple[list, str | None, int]:
+        stuck = asyncio.ensure_future(batcher.submit(0))
+        await asyncio.sleep(0.05)
+        queued = asyncio.ensure_future(batcher.submit(5))  # waits behind the stuck call
+        results = await asyncio.wait_for(asyncio.gather(stuck, queued, return_exceptions=True), 5)
+        health = batcher.healthy()
+        with pytest.raises(EngineTimeout):  # new frames fail at once while it is stuck
+            await asyncio.wait_for(batcher.submit(6), 1)
+        release.set()
+        for _ in range(100):
+            if batcher.healthy() is None:
+                break
+            await asyncio.sleep(0.02)
+        return results, health, await asyncio.wait_for(batcher.submit(7), 5)
+
+    results, health, after = asyncio.run(scenario())
+    assert all(isinstance(r, EngineTimeout) for r in results), results
+    assert health is not None and "limit 0.2 s" in health
+    assert after == 7 and batcher.healthy() is None  # back once the call returned

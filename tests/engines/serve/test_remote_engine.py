@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
+import dataclasses
 import socket
 import threading
 import time
@@ -16,10 +18,17 @@ import pytest
 
 pytest.importorskip("websockets", reason="needs the serve extra: pip install -e '.[serve]'")
 
-from engines.errors import EngineUnavailable
+from engines.errors import EngineError, EngineUnavailable
 from engines.frames import image_to_input
 from engines.options import RemoteOptions
-from engines.remote_engine import BACKOFF_S, RemoteEngine, ServerError, connect
+from engines.remote_engine import (
+    BACKOFF_S,
+    ModelChanged,
+    RemoteEngine,
+    ServerError,
+    ServerRefused,
+    connect,
+)
 from engines.serve.protocol import ErrorCode, ProtocolError, error_message
 from engines.serve.runner import BatchRunner, FrameJob
 from engines.serve.session import Session
@@ -191,3 +200,53 @@ def test_a_refusal_is_reported_with_the_servers_reason(runner: BatchRunner) -> N
             connect(RemoteOptions(server.url))
     finally:
         server.kill()
+
+
+def test_a_reconnection_to_another_model_stops_with_a_model_error(runner: BatchRunner) -> None:
+    golden = load_golden("tiny64")
+    avatar, driving = _uint8(golden.arrays["source"]), _uint8(golden.arrays["driving"])
+    first = LocalServer(runner)
+    remote = RemoteEngine(RemoteOptions(first.url, reconnect=True, timeout_s=5))
+    animator = Animator(remote)
+    animator.set_avatar(avatar)
+    animator.animate(driving[0])
+    first.kill()
+    with pytest.raises(EngineUnavailable):
+        animator.animate(driving[1])
+    other = copy.copy(runner)  # the same engines, announced as another checkpoint
+    other.identity = dataclasses.replace(runner.identity, checkpoint_sha256="0" * 64)
+    second = LocalServer(other, first.port)
+    try:
+        time.sleep(BACKOFF_S[0] + 0.1)
+        with pytest.raises(ModelChanged, match=r"another model.*start it again") as info:
+            animator.animate(driving[1])
+        assert info.value.code is ErrorCode.MODEL and info.value.exit_code == 2
+        assert "000000000000" in str(info.value)  # says what the server runs now
+        with pytest.raises(EngineError):  # and stays stopped: no frame from the wrong model
+            animator.animate(driving[2])
+    finally:
+        remote.close()
+        second.kill()
+
+
+def test_refused_sessions_exit_with_status_2_and_lost_servers_with_4(runner) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(ServerRefused) as refused_port:
+        connect(RemoteOptions(f"ws://127.0.0.1:{port}", timeout_s=2))
+    assert refused_port.value.exit_code == 2
+
+    class Refusing(LocalServer):
+        def _handle(self, connection) -> None:
+            connection.recv()
+            connection.send(error_message(ErrorCode.UNAUTHORIZED, "the token is wrong"))
+
+    server = Refusing(runner)
+    try:
+        with pytest.raises(ServerRefused, match="refused the session") as bad_token:
+            connect(RemoteOptions(server.url, token="x"))
+        assert bad_token.value.exit_code == 2
+    finally:
+        server.kill()
+    assert ServerError("lost").exit_code == 4  # a server lost mid-run: output kept

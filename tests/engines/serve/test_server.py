@@ -1,19 +1,15 @@
 """The avatar server for real: Ray Serve on loopback (tiny golden model, 2 replicas), clients
-through ``run_live.py --server``, and the fault cases. One server for the whole module; the
-last test stops it mid-stream."""
+through ``run_live.py --server``, and the fault cases. One server (the ``server`` fixture) for
+this module and test_attacks.py; the last test here stops it mid-stream."""
 
 from __future__ import annotations
 
 import json
-import select
 import signal
 import socket
 import subprocess
 import sys
 import time
-import urllib.request
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -34,77 +30,7 @@ from engines.serve.protocol import (
 )
 from live.cli import main
 from tests.conftest import ROOT, Golden, load_golden
-
-TOKEN = "test-token"
-MAX_SESSIONS = 2  # per replica
-REPLICAS = 2
-
-
-@dataclass
-class Server:
-    process: subprocess.Popen
-    port: int
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-    def health(self) -> dict:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=10) as reply:
-            return json.load(reply)
-
-    def wait_sessions(self, count: int, timeout: float = 30) -> dict:
-        deadline = time.monotonic() + timeout
-        while True:
-            health = self.health()
-            if health["sessions"] == count or time.monotonic() > deadline:
-                return health
-            time.sleep(0.3)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[Server]:
-    golden = load_golden("tiny64")
-    port = _free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "engines.serve",
-        *("--checkpoint", str(golden.checkpoint), "--config", str(golden.config)),
-        *("--resolution", "64", "--backend", "torch", "--device", "cpu"),
-        *("--replicas", str(REPLICAS), "--max-batch", "4", "--max-sessions", str(MAX_SESSIONS)),
-        *("--token", TOKEN, "--num-cpus", "2", "--port", str(port)),
-        *("--exit-after", "600"),  # a server left behind stops by itself
-    ]
-    process = subprocess.Popen(
-        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-    )
-    try:
-        ready, _, _ = select.select([process.stdout], [], [], 300)
-        line = process.stdout.readline() if ready else ""  # "ready", or the server exited
-        if "ready" not in line:
-            process.wait(30)
-            pytest.fail(f"the server did not start (exit {process.returncode}): {line!r}")
-        running = Server(process, port)
-        # Both replicas report to the health endpoint.
-        deadline = time.monotonic() + 60
-        while len(running.health()["replicas"]) < REPLICAS and time.monotonic() < deadline:
-            time.sleep(0.5)
-        yield running
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
+from tests.engines.serve.ray_server import MAX_SESSIONS, REPLICAS, TOKEN, Server
 
 
 def _uint8(image: np.ndarray) -> np.ndarray:
@@ -237,8 +163,15 @@ def test_out_of_order_and_oversized_messages_are_refused(server: Server) -> None
     client.send(encode(MessageType.FRAME, images={"driving": (driving, "raw")}, seq=5))
     assert _error(client) is ErrorCode.ORDER
     client = _with_avatar(server)
-    big = np.zeros((256, 256, 3), np.uint8)  # 196 kB: over what a 64 px model accepts
-    client.send(encode(MessageType.FRAME, images={"driving": (big, "raw")}))
+    # A "png" part of 30 kB for a 64 x 64 frame (12 kB raw): within the message limit (the
+    # proxy refuses larger messages itself: test_attacks.py), over what an encoded frame takes.
+    padded = encode(MessageType.FRAME, images={"driving": (driving, "png")})
+    header, meta_length = padded[:12], int.from_bytes(padded[12:16], "little")
+    meta = json.loads(padded[16 : 16 + meta_length])
+    payload = padded[16 + meta_length :] + b"\0" * 30000
+    meta["parts"][0]["nbytes"] = len(payload)
+    body = json.dumps(meta).encode()
+    client.send(header + len(body).to_bytes(4, "little") + body + payload)
     assert _error(client) is ErrorCode.TOO_LARGE
     assert server.wait_sessions(0)["sessions"] == 0
 
@@ -278,11 +211,16 @@ def test_streams_benchmark_reports_rates_round_trips_and_batches(
         *("--backends", "torch", "--devices", "cpu", "--resolution", "64"),
         *("--config", str(golden.config), "--checkpoint", str(golden.checkpoint)),
         *("--iterations", "4", "--warmup", "1", "--out", str(tmp_path), "--name", "s"),
-        "--no-plot",
+        *("--hostile", "4", "--no-plot"),
     ]
     assert bench(argv) == 0
     results = json.loads((tmp_path / "s.json").read_text())
-    assert [p["streams"] for p in results["points"]] == [1, 2]
+    # Each point alone, then again with 4 hostile clients attacking meanwhile.
+    assert [p["streams"] for p in results["points"]] == [1, 1, 2, 2]
+    assert [p.get("hostile", {}).get("clients", 0) for p in results["points"]] == [0, 4, 0, 4]
+    for point in results["points"][1::2]:
+        outcomes = [o for kind in point["hostile"]["outcomes"].values() for o in kind]
+        assert "not closed within 30 s" not in outcomes, point["hostile"]
     for point in results["points"]:
         assert len(point["per_stream_fps"]) == point["streams"]
         assert point["aggregate_fps"] > 0

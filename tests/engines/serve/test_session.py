@@ -178,3 +178,26 @@ def test_bind_addresses_beyond_loopback_are_recognised(host: str, loopback: bool
     settings = ServerSettings(checkpoint=Path("x"), host=host)
     assert settings.loopback is loopback  # beyond loopback without --token: a warning
     assert settings.url == url
+
+
+def test_avatars_are_rate_limited_and_frames_mark_the_session_active(
+    runner: BatchRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from engines.serve import session as session_module
+
+    clock = [1000.0]
+    monkeypatch.setattr(session_module.time, "monotonic", lambda: clock[0])
+    session = _session(runner)
+    _run(session, _hello(transport="raw"))
+    avatar = _uint8(load_golden("tiny64").arrays["source"])
+    message = encode(MessageType.AVATAR, images={"avatar": (avatar, "raw")})
+    for _ in range(session_module.AVATAR_BURST):
+        assert _run(session, message)[5] == MessageType.AVATAR_STATE
+    _expect(session, message, ErrorCode.RATE)
+    clock[0] += session_module.AVATAR_EVERY_S  # one more is allowed after the refill time
+    assert _run(session, message)[5] == MessageType.AVATAR_STATE
+    _expect(session, message, ErrorCode.RATE)
+    assert session.last_frame == float("-inf")
+    driving = _uint8(load_golden("tiny64").arrays["driving"][0])
+    _run(session, encode(MessageType.FRAME, images={"driving": (driving, "raw")}))
+    assert session.last_frame == clock[0]
