@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from benchmarks import cpushare, offline
+from benchmarks import cpushare, machine, offline
 from benchmarks.cli import main
 from benchmarks.errors import BenchmarkError
 from benchmarks.offline import parse_variants
@@ -134,3 +134,22 @@ def test_offline_frame_time_ignores_files_rewritten_at_the_end(tmp_path: Path) -
     frames, frame_ms = offline._frame_ms(offline._watch(child, tmp_path))
     assert child.returncode == 0
     assert frames == 5 and 60 <= frame_ms <= 200
+
+
+def test_vector_extensions_and_isa_class_from_cpuinfo() -> None:
+    avx2_only = "processor\t: 0\nflags\t\t: fpu sse4_2 avx fma avx2 bmi2\n\nprocessor\t: 1\n"
+    assert machine.vector_extensions(avx2_only) == ["sse4_2", "avx", "fma", "avx2"]
+    assert machine.isa_class(machine.vector_extensions(avx2_only)) == "AVX2"
+    vnni = "flags\t: avx avx2 avx512f avx512bw avx512vl avx512_vnni avx512_bf16\n"
+    assert machine.isa_class(machine.vector_extensions(vnni)) == "AVX-512 VNNI"
+    assert machine.isa_class(["avx2", "avx_vnni"]) == "AVX2 VNNI"
+    assert machine.isa_class(["avx512f", "avx512_vnni", "amx_tile", "amx_int8"]) == "AMX"
+    assert machine.vector_extensions("") == []
+
+
+def test_reports_carry_the_cpu_extensions(tiny_run: dict) -> None:
+    recorded = tiny_run["machine"]["cpu_extensions"]
+    assert recorded == machine.vector_extensions()
+    assert tiny_run["machine"]["isa_class"] == machine.isa_class(recorded)
+    line = next(x for x in tiny_run["markdown"].splitlines() if x.startswith("- Machine:"))
+    assert f"{tiny_run['machine']['isa_class']} class: {', '.join(recorded)}" in line
