@@ -91,7 +91,8 @@ def _gpus() -> list[str]:
 
 
 def machine_info() -> dict[str, Any]:
-    """CPU (model and vector extensions), cores, GPUs, OS and the load when the run started (other work skews timings)."""
+    """CPU (model and vector extensions), cores, GPUs, OS and the load when the run started
+    (other work skews timings)."""
     import torch
 
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
