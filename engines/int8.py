@@ -45,6 +45,7 @@ from export.motion import relative_motion
 
 from .calibration import CalibrationFrames, CalibrationSource, resolve, to_nchw
 from .errors import EngineError
+from .int8_verify import VERDICT, Verdict, split_frames, verify
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,8 @@ SCHEME = {
     "float_modules": [*FLOAT_MODULES, "motion math outside the generator", *MOTION_MODULES],
     "int8_types": list(INT8_TYPES),
     "max_samples": MAX_SAMPLES,
-    "format": 2,  # bump when anything above changes meaning
+    "verification": "last third of the driving frames held out (engines.int8_verify)",
+    "format": 3,  # bump when anything above changes meaning
 }
 MODEL_XML = "frame.int8.xml"
 MODEL_BIN = "frame.int8.bin"
@@ -173,12 +175,14 @@ def quantize_frame_graph(
     frames: CalibrationFrames,
     folder: Path,
 ) -> dict[str, Any]:
-    """Calibrate and quantize the frame graph; write :data:`MODEL_XML`/``BIN`` and a report
-    into ``folder``; return the report."""
+    """Calibrate and quantize the frame graph on the first two thirds of the driving frames,
+    check it against fp32 on the rest (:mod:`engines.int8_verify`); write :data:`MODEL_XML`/
+    ``BIN``, the verdict and a report into ``folder``; return the report."""
     import openvino as ov
 
     nncf = import_nncf()
     start = time.monotonic()
+    frames, held_out = split_frames(frames)
     samples = calibration_samples(ov, onnx_paths[io.avatar.name], io, frames)
     where = f" ({frames.description})" if frames.description else ""
     _say(
@@ -204,19 +208,25 @@ def quantize_frame_graph(
     finally:
         nncf_log.setLevel(level)
     ov.save_model(quantized, str(folder / MODEL_XML), compress_to_fp16=False)
+    verdict = verify(ov, onnx_paths, io, quantized, ov_device, held_out)
+    verdict.save(folder)
     seconds = time.monotonic() - start
     report = {
         "samples": len(samples),
         "avatars": len(frames.avatars),
         "driving_frames": len(frames.driving),
         "source": frames.description,
+        "verified_on": held_out.description,
         "seconds": round(seconds, 2),
         "quantized_ops": sum(
             1 for op in quantized.get_ordered_ops() if op.get_type_name() == "FakeQuantize"
         ),
     }
     (folder / REPORT).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-    _say(f"int8 calibration done in {seconds:.1f} s ({report['quantized_ops']} quantizers)")
+    _say(
+        f"int8 calibration and check done in {seconds:.1f} s ({report['quantized_ops']} "
+        f"quantizers): {'passed' if verdict.passed else 'FAILED'}: {verdict.line()}"
+    )
     return report
 
 
@@ -229,9 +239,9 @@ def quantized_frame_model(
     ov_device: str,
     calibration: CalibrationSource | None,
     recalibrate: bool,
-) -> Path:
-    """The cached int8 frame graph (OpenVINO IR) for this model and device kind, calibrated
-    on ``calibration`` when it is missing or ``recalibrate`` is set."""
+) -> tuple[Path, Verdict]:
+    """The cached int8 frame graph (OpenVINO IR) for this model and device kind and the verdict
+    of its check, both made on ``calibration`` when missing or when ``recalibrate`` is set."""
     from export.onnx_export import model_slug
 
     from .cache import package_version
@@ -245,7 +255,7 @@ def quantized_frame_model(
         "scheme": SCHEME,
     }
     label = f"{model_slug(config)}-{io.resolution}px-b{io.batch}-int8-{kind.lower()}"
-    files = [MODEL_XML, MODEL_BIN, REPORT]
+    files = [MODEL_XML, MODEL_BIN, REPORT, VERDICT]
     what = "int8 frame graph"
     if recalibrate and cache.remove("openvino-int8", label, key, what):
         _say("--recalibrate-int8: dropped the cached int8 model; calibrating again")
@@ -273,4 +283,4 @@ def quantized_frame_model(
         )
     except (OSError, ValueError):
         pass
-    return entry.file(MODEL_XML)
+    return entry.file(MODEL_XML), Verdict.load(entry.file(VERDICT))
