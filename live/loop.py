@@ -363,7 +363,9 @@ class LiveLoop:
                 for name, value in stages.items():
                     self._stats.add(name, value)
                 self._stats.tick(sent)
-                self._show(job.camera, image, job.crop.box, status)
+                engine_status = getattr(self.animator.engine, "status", "")  # int8 switch
+                shown = f"{status} | {engine_status}" if engine_status else status
+                self._show(job.camera, image, job.crop.box, shown)
                 previous, self._last_job = self._last_job, job
                 if previous is not None:
                     self._release(previous)
