@@ -58,3 +58,67 @@ def write_outlier_checkpoint(source: Path, target: Path, k: float = 100.0) -> Pa
     checkpoint = torch.load(source, map_location="cpu", weights_only=False)
     torch.save(outlier_channels(checkpoint, k), target)
     return target
+
+
+def he_normal(model: Any, seed: int = 0) -> None:
+    """He-normal convolution weights (ReLU gain), zero biases, unit batch-norm affine: the
+    initialisation a trained FOMM started from (PyTorch's default is 3x smaller per layer)."""
+    import torch
+    from torch import nn
+
+    generator = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            fan_in = (
+                module.in_channels
+                // module.groups
+                * module.kernel_size[0]
+                * (module.kernel_size[1])
+            )
+            std = (2.0 / fan_in) ** 0.5
+            with torch.no_grad():
+                module.weight.copy_(torch.randn(module.weight.shape, generator=generator) * std)
+                if module.bias is not None:
+                    module.bias.zero_()
+
+
+def reestimate_batch_norm(model: Any, sources: Any, driving: Any) -> None:
+    """Batch-norm statistics measured on faces, as training leaves them: each layer's running
+    mean and variance become those of its input over ``driving`` (N x 3 x R x R in [0, 1])
+    animated from ``sources`` (M x 3 x R x R), so activations are normalized as in a trained
+    network instead of drifting (tiny or huge) through random layers. In training mode each
+    batch norm normalizes with the statistics of the frame itself, so every layer is measured
+    on normalized inputs in one pass."""
+    import torch
+    from torch import nn
+
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative average over the frames seen
+        norm.train()  # FOMM.train() keeps eval mode; the batch norms themselves collect
+    try:
+        with torch.no_grad():
+            for s in range(sources.shape[0]):
+                source = sources[s : s + 1]
+                kp_source = model.keypoints(source)
+                for d in range(driving.shape[0]):
+                    model.animate(source, kp_source, model.keypoints(driving[d : d + 1]))
+    finally:
+        for norm in norms:
+            norm.eval()
+
+
+def trained_like_checkpoint(config: Any, faces: Any, seed: int = 0) -> dict[str, Any]:
+    """Random weights that behave like a trained network for speed: He-normal convolutions and
+    batch-norm statistics re-estimated on ``faces`` (K x 3 x R x R in [0, 1]; the first one
+    is the avatar, the rest drive it)."""
+    from export.model import build_model
+
+    model = build_model(config)
+    he_normal(model, seed)
+    reestimate_batch_norm(model, faces[:1], faces[1:])
+    return {
+        "generator": model.generator.state_dict(),
+        "kp_detector": model.kp_detector.state_dict(),
+    }

@@ -60,12 +60,25 @@ INT8_TYPES = ("Convolution", "GroupConvolution", "Add")
 #: Where element-wise operations are motion math (heatmaps, sparse motion): only its
 #: convolutions are quantized.
 MOTION_MODULES = ("dense_motion_network",)
+#: Inside the motion network, the hourglass is an ordinary CNN (no motion math).
+HOURGLASS = "hourglass"
+#: The int8 scopes measured against each other (README, "int8 scopes"; benchmarks.int8_scopes):
+#: - ``conv``: convolutions and additions in the generator and the motion network's convolutions
+#:   (:data:`INT8_TYPES`); all else float.
+#: - ``middle``: ``conv`` plus pooling, interpolation and concatenation in the hourglass and the
+#:   up-blocks; heatmaps, sparse motion and the motion transfer stay float.
+#: - ``nncf``: NNCF's default scope (every operation type it quantizes), keypoint detector float.
+SCOPES = ("conv", "middle", "nncf")
+MIDDLE_TYPES = (*INT8_TYPES, "AvgPool", "MaxPool", "Interpolate", "Concat")
+#: The scope int8 builds use (the fastest that passed the check, see the README table).
+SCOPE = "conv"
 SCHEME = {
     "method": "nncf.quantize",
     "preset": "performance",  # symmetric int8 weights (per channel) and activations
     "fast_bias_correction": True,
     "float_modules": [*FLOAT_MODULES, "motion math outside the generator", *MOTION_MODULES],
     "int8_types": list(INT8_TYPES),
+    "scope": SCOPE,
     "max_samples": MAX_SAMPLES,
     "verification": "last third of the driving frames held out (engines.int8_verify)",
     "format": 3,  # bump when anything above changes meaning
@@ -83,12 +96,16 @@ def import_nncf() -> Any:
     return nncf
 
 
-def float_node_names(onnx_path: Path) -> list[str]:
-    """ONNX nodes of the frame graph that stay float: the keypoint detector, every operation
-    outside the generator (the motion transfer applied to the keypoints) and the dense motion
-    network's operations other than convolutions (Gaussian heatmaps, sparse motion)."""
+def float_node_names(onnx_path: Path, scope: str = SCOPE) -> list[str]:
+    """ONNX nodes of the frame graph that stay float in ``scope`` (:data:`SCOPES`): always the
+    keypoint detector; for ``conv`` and ``middle`` also every operation outside the generator
+    (the motion transfer applied to the keypoints) and the dense motion network's operations
+    other than convolutions (Gaussian heatmaps, sparse motion; ``middle`` quantizes the
+    hourglass's pooling, interpolation and concatenation)."""
     import onnx
 
+    if scope not in SCOPES:
+        raise ValueError(f"unknown int8 scope {scope!r}: expected one of {SCOPES}")
     model = onnx.load(str(onnx_path), load_external_data=False)
     names = []
     for node in model.graph.node:
@@ -96,17 +113,21 @@ def float_node_names(onnx_path: Path) -> list[str]:
         in_float_module = any(m in namespace for m in FLOAT_MODULES)
         outside_generator = "model.generator" not in namespace
         motion_math = node.op_type != "Conv" and any(m in namespace for m in MOTION_MODULES)
-        if in_float_module or outside_generator or motion_math:
+        if scope == "middle":
+            motion_math = motion_math and HOURGLASS not in namespace
+        if in_float_module or (scope != "nncf" and (outside_generator or motion_math)):
             names.append(node.name)
     return names
 
 
-def ignored_scope(nncf: Any, model: Any, onnx_path: Path) -> Any:
-    """NNCF's ignored scope for the float parts: every operation type but the convolutions,
-    and the keypoint detector's convolutions by name. OpenVINO names operations read from ONNX
+def ignored_scope(nncf: Any, model: Any, onnx_path: Path, scope: str = SCOPE) -> Any:
+    """NNCF's ignored scope for the float parts of ``scope``: the operation types it leaves
+    float, and the float modules' operations by name. OpenVINO names operations read from ONNX
     after the node (``node_Conv_3``) or a part of it (``node_Conv_3/WithoutBiases``)."""
-    types = sorted({op.get_type_name() for op in model.get_ordered_ops()} - set(INT8_TYPES))
-    names = float_node_names(onnx_path)
+    allowed = {"conv": INT8_TYPES, "middle": MIDDLE_TYPES}.get(scope)
+    present = {op.get_type_name() for op in model.get_ordered_ops()}
+    types = sorted(present - set(allowed)) if allowed is not None else []
+    names = float_node_names(onnx_path, scope)
     patterns = []
     if names:
         alternatives = "|".join(re.escape(n) for n in names)
@@ -174,6 +195,7 @@ def quantize_frame_graph(
     ov_device: str,
     frames: CalibrationFrames,
     folder: Path,
+    scope: str = SCOPE,
 ) -> dict[str, Any]:
     """Calibrate and quantize the frame graph on the first two thirds of the driving frames,
     check it against fp32 on the rest (:mod:`engines.int8_verify`); write :data:`MODEL_XML`/
@@ -203,7 +225,7 @@ def quantize_frame_graph(
             target_device=getattr(nncf.TargetDevice, kind, nncf.TargetDevice.ANY),
             subset_size=len(samples),
             fast_bias_correction=True,
-            ignored_scope=ignored_scope(nncf, model, frame_onnx),
+            ignored_scope=ignored_scope(nncf, model, frame_onnx, scope),
         )
     finally:
         nncf_log.setLevel(level)
@@ -216,6 +238,7 @@ def quantize_frame_graph(
         "avatars": len(frames.avatars),
         "driving_frames": len(frames.driving),
         "source": frames.description,
+        "scope": scope,
         "verified_on": held_out.description,
         "seconds": round(seconds, 2),
         "quantized_ops": sum(

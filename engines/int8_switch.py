@@ -218,9 +218,12 @@ def create_for_run(
     options: EngineOptions,
     calibration: CalibrationSource | None,
     live: bool,
+    create: Callable[..., Engine] | None = None,
 ) -> Engine | SwitchingEngine:
-    """The engine of a run (see the module doc): ``live`` runs never wait for int8."""
-    from .select import create
+    """The engine of a run (see the module doc): ``live`` runs never wait for int8.
+    ``create`` (default :func:`engines.select.create`) starts every engine but the int8 one."""
+    if create is None:
+        from .select import create
 
     if not live or options.precision != "auto" or int8_unavailable(options) is not None:
         return create(checkpoint, config, options, calibration)

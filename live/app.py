@@ -8,7 +8,7 @@ from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 
-from engines import Engine
+from engines import Engine, create_engine
 from engines.int8_switch import create_for_run
 from export.config import ModelConfig, load_config
 from export.errors import UserError
@@ -100,7 +100,7 @@ def run(
             )
             # --precision auto on a camera: fp32 serves while int8 is prepared (never waits).
             engine = stack.enter_context(
-                create_for_run(checkpoint, config, options.engine, calibration, live)
+                create_for_run(checkpoint, config, options.engine, calibration, live, create_engine)
             )
         log.debug("engine details: %s", engine.describe())
         resolution = engine.io.resolution

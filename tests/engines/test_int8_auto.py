@@ -119,3 +119,21 @@ def test_auto_is_fp32_where_int8_does_not_run(tiny_golden: Golden, tmp_path: Pat
         assert "precision auto: fp32, because int8 runs in the openvino backend" in (
             engine.selection_reason
         )
+
+
+def test_scopes_keep_less_and_less_float(tiny_golden: Golden, tmp_path: Path) -> None:
+    from engines.cache import ArtifactCache, onnx_artifacts
+    from engines.int8 import float_node_names
+    from export.iospec import model_io
+
+    config = load_config(tiny_golden.config, resolution=64)
+    io = model_io(config, 64, 1)
+    paths, _ = onnx_artifacts(
+        ArtifactCache(tmp_path), tiny_golden.checkpoint, config, 64, 1, "fp32"
+    )
+    frame = paths[io.frame.name]
+    conv, middle, nncf = (set(float_node_names(frame, s)) for s in ("conv", "middle", "nncf"))
+    assert nncf < middle < conv  # each scope quantizes more
+    assert all("Conv" not in n or n in nncf for n in middle)  # only kp convolutions stay float
+    with pytest.raises(ValueError, match="unknown int8 scope"):
+        float_node_names(frame, "everything")
