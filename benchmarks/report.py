@@ -234,7 +234,8 @@ def markdown_report(results: dict[str, Any]) -> str:
         lines += ["", "## Live pipeline", ""]
         for entry in results["pipeline"]:
             if "skipped" in entry:
-                lines += [f"{entry['backend']}: not measured ({entry['skipped']})", ""]
+                what = f"{entry['backend']} {entry.get('precision', '')}".strip()
+                lines += [f"{what}: not measured ({entry['skipped']})", ""]
             else:
                 lines += [*pipeline_markdown(entry), ""]
     if results.get("offline"):
