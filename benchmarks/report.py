@@ -176,7 +176,9 @@ def markdown_report(results: dict[str, Any]) -> str:
     machine, versions, settings = results["machine"], results["versions"], results["settings"]
     weights = settings["weights"]
     weights_text = (
-        f"random (seed {weights['seed']})" if weights["kind"] == "random" else weights["path"]
+        f"random (seed {weights['seed']}, {weights.get('init', 'pytorch-default')} init)"
+        if weights["kind"] == "random"
+        else weights["path"]
     )
     inputs = settings["inputs"]
     lib = ", ".join(

@@ -142,8 +142,18 @@ def pipeline_variants(
 
 
 @contextlib.contextmanager
-def model_weights(cfg: BenchConfig, config: ModelConfig) -> Iterator[Weights]:
+def model_weights(
+    cfg: BenchConfig, config: ModelConfig, inputs: BenchInputs | None = None
+) -> Iterator[Weights]:
     """--checkpoint, or random weights saved to a temporary file.
+
+    Random weights are made to behave like a trained network where int8 speed is concerned
+    (:func:`benchmarks.weights.trained_like_checkpoint`): He-normal convolutions and batch-norm
+    statistics re-estimated on the run's own faces (``inputs``: the avatar and up to 8 driving
+    frames), so activations are normalized as training leaves them. PyTorch's default
+    initialisation with default statistics (what ``inputs=None`` gives, e.g. the server
+    benchmark) shrinks activations layer by layer instead, and int8 timing depends on that
+    (README, "Why weights change int8 speed").
 
     Engines built from random weights are useless after the run, so unless --cache-dir is
     given their artifacts (ONNX files, TensorRT plans) go to the temporary folder too instead
@@ -154,26 +164,40 @@ def model_weights(cfg: BenchConfig, config: ModelConfig) -> Iterator[Weights]:
         yield Weights(cfg.checkpoint, cfg.cache_dir, description)
         return
     torch.manual_seed(cfg.seed)
-    model = build_model(config)
+    if inputs is not None:
+        from .weights import trained_like_checkpoint
+
+        faces = np.concatenate([inputs.source[:1], inputs.driving[:8]]).astype(np.float32)
+        state = trained_like_checkpoint(config, torch.from_numpy(faces), cfg.seed)
+        note = (
+            "random He-normal weights, batch-norm statistics re-estimated on the run's avatar "
+            "and first 8 driving frames: activations are normalized as in a trained network, "
+            "which int8 speed depends on (fp32 speed depends on the shapes only)"
+        )
+    else:
+        model = build_model(config)
+        state = {
+            "generator": model.generator.state_dict(),
+            "kp_detector": model.kp_detector.state_dict(),
+        }
+        del model
+        note = (
+            "random weights with the config's shapes (PyTorch's initialisation): fp32 speed "
+            "depends on shapes only; int8 speed also on activation ranges"
+        )
     with tempfile.TemporaryDirectory(prefix="avatarcam-bench-") as folder:
         path = Path(folder) / "random-weights.pth.tar"
-        torch.save(
-            {
-                "generator": model.generator.state_dict(),
-                "kp_detector": model.kp_detector.state_dict(),
-            },
-            path,
-        )
-        del model
+        torch.save(state, path)
+        del state
         yield Weights(
             path,
             cfg.cache_dir or Path(folder) / "engine-cache",
             {
                 "kind": "random",
                 "seed": cfg.seed,
-                "note": "random weights with the config's shapes: speed depends on shapes only; "
-                "random weights give nearly constant predictions, so errors are a weaker check "
-                "than with a real checkpoint",
+                "init": "trained-like" if inputs is not None else "pytorch-default",
+                "note": note + "; random weights give nearly constant predictions, so errors "
+                "are a weaker check than with a real checkpoint",
             },
         )
 
@@ -647,7 +671,7 @@ class Benchmark:
             f"model {config.name} at {config.resolution}x{config.resolution}; inputs: "
             f"{inputs.description['kind']} ({self.frames} driving frames)"
         )
-        with model_weights(cfg, config) as weights:
+        with model_weights(cfg, config, inputs) as weights:
             checkpoint = weights.checkpoint
             self.cache_dir = weights.cache_dir
             self._baseline(checkpoint, config, inputs)
