@@ -112,6 +112,10 @@ def test_live_run_serves_fp32_while_calibrating_then_switches_to_int8(
         "--config", str(tiny_golden.config), "--resolution", "64", "--no-crop",
         "--backend", "openvino", "--virtual-cam", "--no-preview", "--no-watermark",
     ]  # fmt: skip
+    shown: list[str] = []  # what the preview's status bar would say
+    monkeypatch.setattr(
+        LiveLoop, "_show", lambda self, camera, image, box, status: shown.append(status)
+    )
     options = options_from_args(build_parser().parse_args(argv))
     loop = run(options, on_frame=on_frame, camera_factory=Camera)
     precisions = [p for p, _, _ in seen]
@@ -123,6 +127,9 @@ def test_live_run_serves_fp32_while_calibrating_then_switches_to_int8(
     assert all("optimizing for this CPU" in s for s in while_calibrating)
     assert all(s == "" for _, s, _ in seen[first_int8:])
     assert loop.frames_out == len(seen)
+    assert any("| optimizing for this CPU: calibrating int8" in s for s in shown)
+    frames_shown = [s for s in shown if not s.startswith("camera:")]  # not the idle refresh
+    assert frames_shown[-1] == "ok"  # the status goes once int8 serves
     err = capfd.readouterr().err
     assert "fp32 serves the camera now" in err
     assert "precision auto: int8, verified against fp32" in err and "switching from fp32" in err
