@@ -23,8 +23,8 @@ from tests.live.fakes import write_png
 pytest.importorskip("openvino")
 pytest.importorskip("nncf")
 
-#: The stand-in camera gives up after this long (the test stops the loop well before).
-CAMERA_S = 120.0
+#: The loop is stopped after this long even if int8 never took over (the asserts then fail).
+DEADLINE_S = 300.0
 
 
 class StandInCamera(FrameSource):
@@ -36,7 +36,6 @@ class StandInCamera(FrameSource):
         super().__init__()
         self._frames = frames
         self._count = 0
-        self._end = time.monotonic() + CAMERA_S
 
     @property
     def name(self) -> str:
@@ -51,8 +50,6 @@ class StandInCamera(FrameSource):
         return 30.0
 
     def _grab(self) -> np.ndarray | None:
-        if time.monotonic() > self._end:
-            return None
         time.sleep(1 / 30)
         self._count += 1
         return self._frames[self._count % len(self._frames)].copy()
@@ -100,11 +97,12 @@ def test_live_run_serves_fp32_while_calibrating_then_switches_to_int8(
 
     monkeypatch.setattr(engines.int8_auto, "start_verified_int8", slow_calibrator)
     seen: list[tuple[str, str, bool]] = []  # (precision, status, calibration running)
+    deadline = time.monotonic() + DEADLINE_S
 
     def on_frame(record: FrameRecord, loop: LiveLoop) -> None:
         engine = loop.animator.engine
         seen.append((engine.precision, engine.status, calibrating.is_set()))
-        if sum(1 for p, _, _ in seen if p == "int8") >= 5:
+        if sum(1 for p, _, _ in seen if p == "int8") >= 5 or time.monotonic() > deadline:
             loop.stop()
 
     argv = [
