@@ -239,6 +239,8 @@ def markdown_report(results: dict[str, Any]) -> str:
                 what = f"{entry['backend']} {entry.get('precision', '')}".strip()
                 lines += [f"{what}: not measured ({entry['skipped']})", ""]
             else:
+                precision = entry.get("precision")
+                lines += [f"`--backend {entry['backend']} --precision {precision}`:", ""]
                 lines += [*pipeline_markdown(entry), ""]
     if results.get("offline"):
         from .offline import offline_markdown
