@@ -43,8 +43,11 @@ def faces(resolution: int, frames: int) -> np.ndarray:
     return np.concatenate([source, driving]).astype(np.float32)
 
 
-def write_weights(kind: str, config: Any, images: np.ndarray, folder: Path, seed: int) -> Path:
-    """A checkpoint file for ``kind`` (see the module doc)."""
+def write_weights(
+    kind: str, config: Any, images: np.ndarray | None, folder: Path, seed: int
+) -> Path:
+    """A checkpoint file for ``kind`` (see the module doc) in ``folder``; ``images`` (faces,
+    N x 3 x R x R) are needed by ``trained-like`` and ``stress`` only."""
     import torch
 
     from export.model import build_model
@@ -54,8 +57,8 @@ def write_weights(kind: str, config: Any, images: np.ndarray, folder: Path, seed
     if kind not in WEIGHTS:
         return Path(kind)
     torch.manual_seed(seed)
-    tensors = torch.from_numpy(images)
     if kind in ("trained-like", "stress"):
+        tensors = torch.from_numpy(images)  # faces: only these kinds need them
         state = trained_like_checkpoint(config, tensors[: min(len(tensors), 9)], seed)
         if kind == "stress":
             state = outlier_channels(state, k=100.0)
