@@ -19,6 +19,8 @@ from .settings import DEFAULT_OUT_DIR, BenchConfig
 #: Backends a row can name, simplest first (``auto`` picks one of them, so it is not a row of
 #: its own).
 ROW_BACKENDS = tuple(b for b in reversed(BACKENDS) if b not in ("auto", "remote"))
+#: Engine rows by default: each fixed precision (auto is one of them, per machine).
+ROW_PRECISIONS = tuple(p for p in PRECISIONS if p != "auto")
 
 EPILOG = """\
 examples:
@@ -119,8 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     what.add_argument(
         "--precisions",
-        default=",".join(PRECISIONS),
-        help=f"comma-separated precisions (default: {','.join(PRECISIONS)})",
+        default=",".join(ROW_PRECISIONS),
+        help=f"comma-separated precisions (default: {','.join(ROW_PRECISIONS)})",
     )
     what.add_argument(
         "--devices",
@@ -160,8 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument(
         "--checkpoint",
         type=Path,
-        help="FOMM checkpoint (.pth.tar); default: random weights with the config's shapes "
-        "(speed depends on shapes only)",
+        help="FOMM checkpoint (.pth.tar); default: random weights with the config's shapes, "
+        "batch norm re-estimated on the inputs so int8 runs as on a trained network",
     )
     model.add_argument("--resolution", type=int, help="frame size (default: the config's, 256)")
     model.add_argument(

@@ -21,6 +21,60 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
+#: Vector extensions that decide CPU inference speed (int8 most of all), as Linux names them in
+#: /proc/cpuinfo: AVX2/FMA (every x86 CPU of the last decade), AVX-512 (f: foundation, bw/vl:
+#: the int8/int16 forms), VNNI (int8 dot products: avx512_vnni, or avx_vnni on AVX2-only
+#: cores), bf16 and AMX (tile matrix units of recent Xeons); asimddp/sve on ARM.
+VECTOR_EXTENSIONS = (
+    "sse4_2",
+    "avx",
+    "fma",
+    "avx2",
+    "avx_vnni",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512_vnni",
+    "avx512_bf16",
+    "amx_tile",
+    "amx_int8",
+    "amx_bf16",
+    "asimd",
+    "asimddp",
+    "sve",
+)
+
+
+def vector_extensions(cpuinfo: str | None = None) -> list[str]:
+    """The CPU's extensions from :data:`VECTOR_EXTENSIONS` (``cpuinfo``: the text of
+    /proc/cpuinfo; read here when None; an empty list where there is none)."""
+    if cpuinfo is None:
+        path = Path("/proc/cpuinfo")
+        cpuinfo = path.read_text(errors="replace") if path.is_file() else ""
+    flags: set[str] = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):
+            flags.update(value.split())
+            break  # every core lists the same
+    return [name for name in VECTOR_EXTENSIONS if name in flags]
+
+
+def isa_class(extensions: list[str]) -> str:
+    """The instruction-set class figures are quoted per: ``AVX-512 VNNI``, ``AVX-512``,
+    ``AVX2 VNNI``, ``AVX2``, ``AMX`` (which implies AVX-512 VNNI) or ``other``."""
+    have = set(extensions)
+    if "amx_int8" in have:
+        return "AMX"
+    if "avx512_vnni" in have:
+        return "AVX-512 VNNI"
+    if "avx512f" in have:
+        return "AVX-512"
+    if "avx2" in have:
+        return "AVX2 VNNI" if "avx_vnni" in have else "AVX2"
+    return "other"
+
+
 def usable_cores() -> int:
     """Cores this process may run on (the affinity mask where the OS has one)."""
     if hasattr(os, "sched_getaffinity"):
@@ -37,13 +91,17 @@ def _gpus() -> list[str]:
 
 
 def machine_info() -> dict[str, Any]:
-    """CPU, cores, GPUs, OS and the load when the run started (other work skews timings)."""
+    """CPU (model and vector extensions), cores, GPUs, OS and the load when the run started
+    (other work skews timings)."""
     import torch
 
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     gpus = _gpus()
+    extensions = vector_extensions()
     return {
         "cpu": cpu_model(),
+        "cpu_extensions": extensions,
+        "isa_class": isa_class(extensions),
         "cores": os.cpu_count(),
         "usable_cores": usable_cores(),
         "torch_threads": torch.get_num_threads(),

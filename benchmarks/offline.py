@@ -32,8 +32,11 @@ from .cpushare import between, is_contended, snapshot
 from .errors import BenchmarkError
 
 ROOT = Path(__file__).resolve().parent.parent
-#: Variants timed by default: the eager baseline, what auto picks, and int8.
-DEFAULT_VARIANTS = ("torch:fp32", "auto:fp32", "auto:int8")
+#: Variants timed by default: the eager baseline, what auto picks at fp32 and int8, and the
+#: command with no precision flag at all (``default``: --precision auto, int8 where it passes).
+DEFAULT_VARIANTS = ("torch:fp32", "auto:fp32", "auto:int8", "auto:default")
+#: The precision of a variant that passes no --precision flag (the user's default).
+NO_FLAG = "default"
 
 
 @dataclass(frozen=True)
@@ -57,11 +60,11 @@ def parse_variants(text: str) -> tuple[tuple[str, str], ...]:
     variants = []
     for item in (v.strip() for v in text.split(",") if v.strip()):
         backend, _, precision = item.partition(":")
-        if backend not in BACKENDS or precision not in PRECISIONS:
+        if backend not in BACKENDS or precision not in (*PRECISIONS, NO_FLAG):
             raise BenchmarkError(
                 f"--offline-variants {item!r}: expected BACKEND:PRECISION with a backend of "
-                f"{', '.join(BACKENDS)} and a precision of {', '.join(PRECISIONS)}, e.g. "
-                "torch:fp32,auto:int8"
+                f"{', '.join(BACKENDS)} and a precision of {', '.join(PRECISIONS)} or "
+                f"{NO_FLAG} (no --precision flag), e.g. torch:fp32,auto:int8,auto:default"
             )
         variants.append((backend, precision))
     if not variants:
@@ -73,8 +76,10 @@ def command(setup: OfflineSetup, backend: str, precision: str, output: Path) -> 
     args = [
         "--avatar", str(setup.avatar), "--input", str(setup.video), "--output", str(output),
         "--checkpoint", str(setup.checkpoint), "--config", setup.config,
-        "--backend", backend, "--precision", precision,
+        "--backend", backend,
     ]  # fmt: skip
+    if precision != NO_FLAG:
+        args += ["--precision", precision]
     if setup.resolution:
         args += ["--resolution", str(setup.resolution)]
     return args
@@ -117,9 +122,15 @@ def _selection(stderr: str) -> str | None:
 
 
 def run_once(
-    setup: OfflineSetup, backend: str, precision: str, work: Path, env: dict[str, str]
+    setup: OfflineSetup,
+    backend: str,
+    precision: str,
+    work: Path,
+    env: dict[str, str],
+    keep: bool = False,
 ) -> dict[str, Any]:
-    """One run of the command; its timing, CPU share and selection line."""
+    """One run of the command; its timing, CPU share and selection line (and with ``keep``
+    its output folder, ``output``, for the caller to compare and remove)."""
     output = Path(tempfile.mkdtemp(prefix="out-", dir=work))
     args = command(setup, backend, precision, output)
     start = snapshot(children=True)
@@ -142,8 +153,10 @@ def run_once(
         tail = " | ".join(stderr.strip().splitlines()[-3:])
         raise BenchmarkError(f"run_live.py {shlex.join(args)} failed ({child.returncode}): {tail}")
     frames, frame_ms = _frame_ms(seen)
-    shutil.rmtree(output)
+    if not keep:
+        shutil.rmtree(output)
     return {
+        **({"output": output} if keep else {}),
         "wall_s": round(wall, 2),
         "frames": frames,
         "frame_ms": frame_ms,
@@ -169,9 +182,11 @@ def measure_offline(setup: OfflineSetup, log: Callable[[str], None]) -> dict[str
         for backend, precision in setup.variants:
             log(f"offline: first run of {backend} {precision} (builds and caches its engine)")
             first[(backend, precision)] = run_once(setup, backend, precision, work, env)
+        grey: dict[tuple[str, str], float | None] = {}
         for round_index in range(setup.rounds):
+            last = round_index == setup.rounds - 1
             for backend, precision in setup.variants:
-                result = run_once(setup, backend, precision, work, env)
+                result = run_once(setup, backend, precision, work, env, keep=last)
                 runs[(backend, precision)].append(result)
                 log(
                     f"offline round {round_index + 1}: {backend} {precision}: "
@@ -179,6 +194,11 @@ def measure_offline(setup: OfflineSetup, log: Callable[[str], None]) -> dict[str
                     f"{result['cpu']['own_cores']} cores, others "
                     f"{result['cpu']['others_cores']}"
                 )
+        last_outputs = [runs[v][-1].pop("output") for v in setup.variants]
+        for variant, output in zip(setup.variants, last_outputs, strict=True):
+            grey[variant] = mean_grey_difference(output, last_outputs[0])
+        for output in last_outputs:
+            shutil.rmtree(output)
     rows = []
     reference = None
     for variant in setup.variants:
@@ -202,6 +222,7 @@ def measure_offline(setup: OfflineSetup, log: Callable[[str], None]) -> dict[str
                 "frame_ms_uncontended": float(np.median(clean)) if clean else None,
                 "fps": 1000.0 / frame_ms if frame_ms else None,
                 "speedup": reference / frame_ms if reference and frame_ms else None,
+                "mean_grey_vs_reference": grey[variant],
                 "wall_s_runs": [r["wall_s"] for r in timed],
                 "first_run_wall_s": first[variant]["wall_s"],
                 "cpu_runs": [r["cpu"] for r in timed],
@@ -221,6 +242,24 @@ def measure_offline(setup: OfflineSetup, log: Callable[[str], None]) -> dict[str
     }
 
 
+def mean_grey_difference(folder: Path, reference: Path) -> float | None:
+    """Mean absolute difference (grey levels) between the PNGs of ``folder`` and the same-named
+    ones of ``reference`` (None when they share no frame)."""
+    import cv2
+
+    names = sorted(p.name for p in folder.glob("*.png"))
+    diffs = []
+    for name in names:
+        other = reference / name
+        if not other.is_file():
+            continue
+        a, b = cv2.imread(str(folder / name)), cv2.imread(str(other))
+        if a is None or b is None or a.shape != b.shape:
+            continue
+        diffs.append(float(np.abs(a.astype(np.float32) - b.astype(np.float32)).mean()))
+    return round(float(np.mean(diffs)), 3) if diffs else None
+
+
 def offline_markdown(result: dict[str, Any]) -> list[str]:
     lines = [
         f"`run_live.py` on `{result['video']}` with the avatar `{result['avatar']}`, "
@@ -228,8 +267,9 @@ def offline_markdown(result: dict[str, Any]) -> list[str]:
         f"{result['reference']}.",
         "",
         "| command | engine chosen | ms per frame | FPS | speed-up | ms per frame, uncontended "
-        "runs | speed-up, uncontended | child CPU cores | others' cores | contended runs |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "runs | speed-up, uncontended | mean diff vs reference (grey) | child CPU cores | "
+        "others' cores | contended runs |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     reference = result["rows"][0]["frame_ms_uncontended"] if result["rows"] else None
     for row in result["rows"]:
@@ -238,11 +278,15 @@ def offline_markdown(result: dict[str, Any]) -> list[str]:
         own = [c["own_cores"] for c in row["cpu_runs"] if c["own_cores"] is not None]
         others = [c["others_cores"] for c in row["cpu_runs"] if c["others_cores"] is not None]
         selection = (row["selection"] or "-").split(",")[0]
+        flags = f"--backend {row['backend']}"
+        if row["precision"] != NO_FLAG:
+            flags += f" --precision {row['precision']}"
         lines.append(
-            f"| `--backend {row['backend']} --precision {row['precision']}` | {selection} | "
+            f"| `{flags}` | {selection} | "
             f"{_f(row['frame_ms'], '.0f')} | {_f(row['fps'], '.2f')} | "
             f"{_f(row['speedup'], '.2f')}x | {_f(clean, '.0f')} | "
-            f"{_f(clean_speedup, '.2f')}{'x' if clean_speedup else ''} | {_f(_mean(own), '.2f')} | "
+            f"{_f(clean_speedup, '.2f')}{'x' if clean_speedup else ''} | "
+            f"{_f(row.get('mean_grey_vs_reference'), '.2f')} | {_f(_mean(own), '.2f')} | "
             f"{_f(_mean(others), '.2f')} | {row['runs_contended']}/{len(row['cpu_runs'])} |"
         )
     return [*lines, ""]

@@ -162,12 +162,23 @@ def terminal_report(results: dict[str, Any]) -> str:
     return "\n".join(text)
 
 
+def cpu_isa_text(machine: dict[str, Any]) -> str:
+    """E.g. ``AVX-512 VNNI class: avx2, avx512f, avx512_vnni``; results files written before
+    the extensions were recorded say so."""
+    extensions = machine.get("cpu_extensions")
+    if extensions is None:
+        return "vector extensions not recorded"
+    return f"{machine.get('isa_class', '?')} class: {', '.join(extensions) or 'none found'}"
+
+
 def markdown_report(results: dict[str, Any]) -> str:
     """The results as a Markdown document."""
     machine, versions, settings = results["machine"], results["versions"], results["settings"]
     weights = settings["weights"]
     weights_text = (
-        f"random (seed {weights['seed']})" if weights["kind"] == "random" else weights["path"]
+        f"random (seed {weights['seed']}, {weights.get('init', 'pytorch-default')} init)"
+        if weights["kind"] == "random"
+        else weights["path"]
     )
     inputs = settings["inputs"]
     lib = ", ".join(
@@ -181,7 +192,8 @@ def markdown_report(results: dict[str, Any]) -> str:
         f"# avatarcam benchmark, {results['timestamp']}",
         "",
         f"- Command: `{results['command']}`",
-        f"- Machine: {machine['cpu']}, {machine['usable_cores']} usable cores "
+        f"- Machine: {machine['cpu']} ({cpu_isa_text(machine)}), "
+        f"{machine['usable_cores']} usable cores "
         f"({machine['torch_threads']} torch threads), GPU: {machine['gpu'] or 'none'}; "
         f"load average (1 min) {machine['load_average_1m_at_start']} at start, "
         f"{machine.get('load_average_1m_at_end')} at the end",
@@ -224,8 +236,11 @@ def markdown_report(results: dict[str, Any]) -> str:
         lines += ["", "## Live pipeline", ""]
         for entry in results["pipeline"]:
             if "skipped" in entry:
-                lines += [f"{entry['backend']}: not measured ({entry['skipped']})", ""]
+                what = f"{entry['backend']} {entry.get('precision', '')}".strip()
+                lines += [f"{what}: not measured ({entry['skipped']})", ""]
             else:
+                precision = entry.get("precision")
+                lines += [f"`--backend {entry['backend']} --precision {precision}`:", ""]
                 lines += [*pipeline_markdown(entry), ""]
     if results.get("offline"):
         from .offline import offline_markdown

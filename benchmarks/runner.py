@@ -14,7 +14,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,9 +127,33 @@ class Weights:
     description: dict[str, Any]  # for the results file
 
 
+def pipeline_variants(
+    backends: Sequence[str], precisions: Sequence[str], device: str
+) -> list[tuple[str, str]]:
+    """(backend, precision) rows of the live-pipeline benchmark: each backend at the first
+    precision asked for, and on a CPU the openvino backend also at int8 and at the command's
+    default (auto: int8 where it passes its check), what a webcam user gets."""
+    variants = [(backend, precisions[0]) for backend in backends]
+    if device in ("cpu", "auto") and "openvino" in backends:
+        for precision in ("int8", "auto"):
+            if ("openvino", precision) not in variants:
+                variants.append(("openvino", precision))
+    return variants
+
+
 @contextlib.contextmanager
-def model_weights(cfg: BenchConfig, config: ModelConfig) -> Iterator[Weights]:
+def model_weights(
+    cfg: BenchConfig, config: ModelConfig, inputs: BenchInputs | None = None
+) -> Iterator[Weights]:
     """--checkpoint, or random weights saved to a temporary file.
+
+    Random weights are made to behave like a trained network where int8 speed is concerned
+    (:func:`benchmarks.weights.trained_like_checkpoint`): He-normal convolutions and batch-norm
+    statistics re-estimated on the run's own faces (``inputs``: the avatar and up to 8 driving
+    frames), so activations are normalized as training leaves them. PyTorch's default
+    initialisation with default statistics (what ``inputs=None`` gives, e.g. the server
+    benchmark) shrinks activations layer by layer instead, and int8 timing depends on that
+    (README, "Why weights change int8 speed").
 
     Engines built from random weights are useless after the run, so unless --cache-dir is
     given their artifacts (ONNX files, TensorRT plans) go to the temporary folder too instead
@@ -140,26 +164,40 @@ def model_weights(cfg: BenchConfig, config: ModelConfig) -> Iterator[Weights]:
         yield Weights(cfg.checkpoint, cfg.cache_dir, description)
         return
     torch.manual_seed(cfg.seed)
-    model = build_model(config)
+    if inputs is not None:
+        from .weights import trained_like_checkpoint
+
+        faces = np.concatenate([inputs.source[:1], inputs.driving[:8]]).astype(np.float32)
+        state = trained_like_checkpoint(config, torch.from_numpy(faces), cfg.seed)
+        note = (
+            "random He-normal weights, batch-norm statistics re-estimated on the run's avatar "
+            "and first 8 driving frames: activations are normalized as in a trained network, "
+            "which int8 speed depends on (fp32 speed depends on the shapes only)"
+        )
+    else:
+        model = build_model(config)
+        state = {
+            "generator": model.generator.state_dict(),
+            "kp_detector": model.kp_detector.state_dict(),
+        }
+        del model
+        note = (
+            "random weights with the config's shapes (PyTorch's initialisation): fp32 speed "
+            "depends on shapes only; int8 speed also on activation ranges"
+        )
     with tempfile.TemporaryDirectory(prefix="avatarcam-bench-") as folder:
         path = Path(folder) / "random-weights.pth.tar"
-        torch.save(
-            {
-                "generator": model.generator.state_dict(),
-                "kp_detector": model.kp_detector.state_dict(),
-            },
-            path,
-        )
-        del model
+        torch.save(state, path)
+        del state
         yield Weights(
             path,
             cfg.cache_dir or Path(folder) / "engine-cache",
             {
                 "kind": "random",
                 "seed": cfg.seed,
-                "note": "random weights with the config's shapes: speed depends on shapes only; "
-                "random weights give nearly constant predictions, so errors are a weaker check "
-                "than with a real checkpoint",
+                "init": "trained-like" if inputs is not None else "pytorch-default",
+                "note": note + "; random weights give nearly constant predictions, so errors "
+                "are a weaker check than with a real checkpoint",
             },
         )
 
@@ -538,8 +576,8 @@ class Benchmark:
 
         cfg = self.cfg
         results = []
-        for backend in cfg.backends:
-            self.log(f"pipeline: {backend} {cfg.precisions[0]} on {cfg.pipeline}")
+        for backend, precision in pipeline_variants(cfg.backends, cfg.precisions, cfg.devices[0]):
+            self.log(f"pipeline: {backend} {precision} on {cfg.pipeline}")
             run = PipelineConfig(
                 video=cfg.pipeline,
                 avatar=cfg.source or shared_dir() / SAMPLE_SOURCE,
@@ -547,15 +585,21 @@ class Benchmark:
                 config=cfg.config,
                 resolution=config.resolution,
                 backend=backend,
-                precision=cfg.precisions[0],
+                precision=precision,
                 device=cfg.devices[0],
                 cache_dir=self.cache_dir,
             )
             try:
                 results.append(measure_pipeline(run))
             except UserError as exc:
-                self.log(f"  pipeline {backend}: not measured ({exc})")
-                results.append({"backend": backend, "skipped": str(exc).splitlines()[0]})
+                self.log(f"  pipeline {backend} {precision}: not measured ({exc})")
+                results.append(
+                    {
+                        "backend": backend,
+                        "precision": precision,
+                        "skipped": str(exc).splitlines()[0],
+                    }
+                )
         return results
 
     def _quality(
@@ -627,7 +671,7 @@ class Benchmark:
             f"model {config.name} at {config.resolution}x{config.resolution}; inputs: "
             f"{inputs.description['kind']} ({self.frames} driving frames)"
         )
-        with model_weights(cfg, config) as weights:
+        with model_weights(cfg, config, inputs) as weights:
             checkpoint = weights.checkpoint
             self.cache_dir = weights.cache_dir
             self._baseline(checkpoint, config, inputs)

@@ -45,6 +45,7 @@ from export.motion import relative_motion
 
 from .calibration import CalibrationFrames, CalibrationSource, resolve, to_nchw
 from .errors import EngineError
+from .int8_verify import VERDICT, Verdict, split_frames, verify
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +60,31 @@ INT8_TYPES = ("Convolution", "GroupConvolution", "Add")
 #: Where element-wise operations are motion math (heatmaps, sparse motion): only its
 #: convolutions are quantized.
 MOTION_MODULES = ("dense_motion_network",)
+#: Inside the motion network, the hourglass is an ordinary CNN (no motion math).
+HOURGLASS = "hourglass"
+#: The int8 scopes measured against each other (README, "int8 scopes"; benchmarks.int8_scopes):
+#: - ``conv``: convolutions and additions in the generator and the motion network's convolutions
+#:   (:data:`INT8_TYPES`); all else float.
+#: - ``middle``: ``conv`` plus pooling, interpolation and concatenation in the hourglass and the
+#:   up-blocks; heatmaps, sparse motion and the motion transfer stay float.
+#: - ``nncf``: NNCF's default scope (every operation type it quantizes), keypoint detector float.
+SCOPES = ("conv", "middle", "nncf")
+MIDDLE_TYPES = (*INT8_TYPES, "AvgPool", "MaxPool", "Interpolate", "Concat")
+#: The scope int8 builds use. Measured (README, "int8 scopes"): ``nncf`` moves the driving
+#: keypoints (0.028 on tiny64: it quantizes the input the keypoint detector reads), ``middle``
+#: passes but is not faster than ``conv`` at vox-256, and ``conv`` is within 0.88-1.11x of
+#: ``nncf`` there.
+SCOPE = "conv"
 SCHEME = {
     "method": "nncf.quantize",
     "preset": "performance",  # symmetric int8 weights (per channel) and activations
     "fast_bias_correction": True,
     "float_modules": [*FLOAT_MODULES, "motion math outside the generator", *MOTION_MODULES],
     "int8_types": list(INT8_TYPES),
+    "scope": SCOPE,
     "max_samples": MAX_SAMPLES,
-    "format": 2,  # bump when anything above changes meaning
+    "verification": "last third of the driving frames held out (engines.int8_verify)",
+    "format": 3,  # bump when anything above changes meaning
 }
 MODEL_XML = "frame.int8.xml"
 MODEL_BIN = "frame.int8.bin"
@@ -81,12 +99,16 @@ def import_nncf() -> Any:
     return nncf
 
 
-def float_node_names(onnx_path: Path) -> list[str]:
-    """ONNX nodes of the frame graph that stay float: the keypoint detector, every operation
-    outside the generator (the motion transfer applied to the keypoints) and the dense motion
-    network's operations other than convolutions (Gaussian heatmaps, sparse motion)."""
+def float_node_names(onnx_path: Path, scope: str = SCOPE) -> list[str]:
+    """ONNX nodes of the frame graph that stay float in ``scope`` (:data:`SCOPES`): always the
+    keypoint detector; for ``conv`` and ``middle`` also every operation outside the generator
+    (the motion transfer applied to the keypoints) and the dense motion network's operations
+    other than convolutions (Gaussian heatmaps, sparse motion; ``middle`` quantizes the
+    hourglass's pooling, interpolation and concatenation)."""
     import onnx
 
+    if scope not in SCOPES:
+        raise ValueError(f"unknown int8 scope {scope!r}: expected one of {SCOPES}")
     model = onnx.load(str(onnx_path), load_external_data=False)
     names = []
     for node in model.graph.node:
@@ -94,17 +116,21 @@ def float_node_names(onnx_path: Path) -> list[str]:
         in_float_module = any(m in namespace for m in FLOAT_MODULES)
         outside_generator = "model.generator" not in namespace
         motion_math = node.op_type != "Conv" and any(m in namespace for m in MOTION_MODULES)
-        if in_float_module or outside_generator or motion_math:
+        if scope == "middle":
+            motion_math = motion_math and HOURGLASS not in namespace
+        if in_float_module or (scope != "nncf" and (outside_generator or motion_math)):
             names.append(node.name)
     return names
 
 
-def ignored_scope(nncf: Any, model: Any, onnx_path: Path) -> Any:
-    """NNCF's ignored scope for the float parts: every operation type but the convolutions,
-    and the keypoint detector's convolutions by name. OpenVINO names operations read from ONNX
+def ignored_scope(nncf: Any, model: Any, onnx_path: Path, scope: str = SCOPE) -> Any:
+    """NNCF's ignored scope for the float parts of ``scope``: the operation types it leaves
+    float, and the float modules' operations by name. OpenVINO names operations read from ONNX
     after the node (``node_Conv_3``) or a part of it (``node_Conv_3/WithoutBiases``)."""
-    types = sorted({op.get_type_name() for op in model.get_ordered_ops()} - set(INT8_TYPES))
-    names = float_node_names(onnx_path)
+    allowed = {"conv": INT8_TYPES, "middle": MIDDLE_TYPES}.get(scope)
+    present = {op.get_type_name() for op in model.get_ordered_ops()}
+    types = sorted(present - set(allowed)) if allowed is not None else []
+    names = float_node_names(onnx_path, scope)
     patterns = []
     if names:
         alternatives = "|".join(re.escape(n) for n in names)
@@ -172,13 +198,16 @@ def quantize_frame_graph(
     ov_device: str,
     frames: CalibrationFrames,
     folder: Path,
+    scope: str = SCOPE,
 ) -> dict[str, Any]:
-    """Calibrate and quantize the frame graph; write :data:`MODEL_XML`/``BIN`` and a report
-    into ``folder``; return the report."""
+    """Calibrate and quantize the frame graph on the first two thirds of the driving frames,
+    check it against fp32 on the rest (:mod:`engines.int8_verify`); write :data:`MODEL_XML`/
+    ``BIN``, the verdict and a report into ``folder``; return the report."""
     import openvino as ov
 
     nncf = import_nncf()
     start = time.monotonic()
+    frames, held_out = split_frames(frames)
     samples = calibration_samples(ov, onnx_paths[io.avatar.name], io, frames)
     where = f" ({frames.description})" if frames.description else ""
     _say(
@@ -199,24 +228,31 @@ def quantize_frame_graph(
             target_device=getattr(nncf.TargetDevice, kind, nncf.TargetDevice.ANY),
             subset_size=len(samples),
             fast_bias_correction=True,
-            ignored_scope=ignored_scope(nncf, model, frame_onnx),
+            ignored_scope=ignored_scope(nncf, model, frame_onnx, scope),
         )
     finally:
         nncf_log.setLevel(level)
     ov.save_model(quantized, str(folder / MODEL_XML), compress_to_fp16=False)
+    verdict = verify(ov, onnx_paths, io, quantized, ov_device, held_out)
+    verdict.save(folder)
     seconds = time.monotonic() - start
     report = {
         "samples": len(samples),
         "avatars": len(frames.avatars),
         "driving_frames": len(frames.driving),
         "source": frames.description,
+        "scope": scope,
+        "verified_on": held_out.description,
         "seconds": round(seconds, 2),
         "quantized_ops": sum(
             1 for op in quantized.get_ordered_ops() if op.get_type_name() == "FakeQuantize"
         ),
     }
     (folder / REPORT).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-    _say(f"int8 calibration done in {seconds:.1f} s ({report['quantized_ops']} quantizers)")
+    _say(
+        f"int8 calibration and check done in {seconds:.1f} s ({report['quantized_ops']} "
+        f"quantizers): {'passed' if verdict.passed else 'FAILED'}: {verdict.line()}"
+    )
     return report
 
 
@@ -229,9 +265,9 @@ def quantized_frame_model(
     ov_device: str,
     calibration: CalibrationSource | None,
     recalibrate: bool,
-) -> Path:
-    """The cached int8 frame graph (OpenVINO IR) for this model and device kind, calibrated
-    on ``calibration`` when it is missing or ``recalibrate`` is set."""
+) -> tuple[Path, Verdict]:
+    """The cached int8 frame graph (OpenVINO IR) for this model and device kind and the verdict
+    of its check, both made on ``calibration`` when missing or when ``recalibrate`` is set."""
     from export.onnx_export import model_slug
 
     from .cache import package_version
@@ -245,7 +281,7 @@ def quantized_frame_model(
         "scheme": SCHEME,
     }
     label = f"{model_slug(config)}-{io.resolution}px-b{io.batch}-int8-{kind.lower()}"
-    files = [MODEL_XML, MODEL_BIN, REPORT]
+    files = [MODEL_XML, MODEL_BIN, REPORT, VERDICT]
     what = "int8 frame graph"
     if recalibrate and cache.remove("openvino-int8", label, key, what):
         _say("--recalibrate-int8: dropped the cached int8 model; calibrating again")
@@ -273,4 +309,4 @@ def quantized_frame_model(
         )
     except (OSError, ValueError):
         pass
-    return entry.file(MODEL_XML)
+    return entry.file(MODEL_XML), Verdict.load(entry.file(VERDICT))

@@ -148,6 +148,7 @@ class OpenVinoEngine(Engine):
         except Exception:
             self.device_name = ov_device
         self.hint = self._compiled[io.frame.name].get_property("INFERENCE_PRECISION_HINT")
+        self.int8_verdict: Any = None  # engines.int8_verify.Verdict of an int8 frame graph
 
     def describe(self) -> str:
         return (
@@ -215,9 +216,14 @@ def create_openvino_engine(
     cache: Any,
     calibration: CalibrationSource | None = None,
     recalibrate: bool = False,
+    require_verified: bool = False,
 ) -> OpenVinoEngine:
     """Export (or reuse) the fp32 ONNX files, quantize the frame graph for int8 (or reuse the
-    cached quantized model), compile both graphs for ``device`` and start the engine."""
+    cached quantized model), compile both graphs for ``device`` and start the engine.
+
+    int8 engines carry the verdict of the int8 check (``engine.int8_verdict``); with
+    ``require_verified`` (``--precision auto``) a failed check raises
+    :class:`~engines.int8_verify.Int8Rejected` before anything is compiled."""
     from .onnx_recipe import onnx_artifacts
 
     ov = import_openvino()
@@ -230,12 +236,16 @@ def create_openvino_engine(
         cache, checkpoint, config, io.resolution, io.batch, "fp32"
     )
     models = {graph: core.read_model(str(path)) for graph, path in onnx_paths.items()}
+    verdict = None
     if precision == "int8":
         from .int8 import quantized_frame_model
+        from .int8_verify import Int8Rejected
 
-        path = quantized_frame_model(
+        path, verdict = quantized_frame_model(
             cache, onnx_paths, onnx_entry, config, io, ov_device, calibration, recalibrate
         )
+        if require_verified and not verdict.passed:
+            raise Int8Rejected(verdict)
         models[io.frame.name] = core.read_model(str(path))
     compiled_cache.mkdir(parents=True, exist_ok=True)
     compiled = {}
@@ -249,4 +259,10 @@ def create_openvino_engine(
                 f"OpenVINO could not compile the {graph} graph for {ov_device} ({precision}): "
                 f"{type(exc).__name__}: {text[0] if text else ''}"
             ) from exc
-    return OpenVinoEngine(compiled, io, precision, device.strip().lower())
+    engine = OpenVinoEngine(compiled, io, precision, device.strip().lower())
+    engine.int8_verdict = verdict
+    if verdict is not None:
+        engine.notes.append(
+            f"int8 check {'passed' if verdict.passed else 'FAILED'}: {verdict.line()}"
+        )
+    return engine

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "openvino", "torch", "remote")
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("auto", "fp32", "fp16", "int8")
 
 
 @dataclass(frozen=True)
@@ -14,7 +14,10 @@ class EngineOptions:
     """How to run the network."""
 
     backend: str = "auto"  # torch, onnxruntime, openvino, tensorrt, or auto (fastest that works)
-    precision: str = "fp32"  # fp32, fp16 or int8 (inside the graph; I/O stays float32)
+    # fp32, fp16, int8 (inside the graph; I/O stays float32) or auto: int8 on a CPU where it
+    # passes its check on the run's frames, else fp32 (the command's default; from Python it
+    # needs calibration frames, see engines.int8_auto)
+    precision: str = "fp32"
     device: str = "auto"  # cpu, cuda[:N], gpu[.N]/npu (OpenVINO), or auto (CUDA when available)
     batch: int = 1  # frames per call
     cuda_graph: bool = False  # capture the frame call in a CUDA graph where supported

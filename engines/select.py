@@ -10,8 +10,10 @@
 5. ``torch`` on the CPU.
 
 ``--device gpu[.N]`` / ``npu`` are OpenVINO devices (Intel graphics, NPUs): only ``openvino``
-runs there. ``--precision int8`` is OpenVINO's (NNCF-quantized frame graph, :mod:`engines.int8`):
-``auto`` picks ``openvino`` for it and says why the others cannot.
+runs there. ``--precision auto`` (the command's default) is int8 on a CPU where it passes its
+check, else fp32 (:mod:`engines.int8_auto`). ``--precision int8`` is OpenVINO's (NNCF-quantized
+frame graph, :mod:`engines.int8`): ``auto`` picks ``openvino`` for it and says why the others
+cannot.
 
 A candidate whose prerequisites are missing is skipped with the reason; one that fails to
 start is recorded with its error; the first that starts wins and its
@@ -200,6 +202,7 @@ def _start(
     config: ModelConfig,
     options: EngineOptions,
     calibration: CalibrationSource | None = None,
+    require_verified: bool = False,
 ) -> Engine:
     from .cache import ArtifactCache
 
@@ -239,6 +242,7 @@ def _start(
             cache,
             calibration,
             options.recalibrate_int8,
+            require_verified,
         )
     if backend == "tensorrt":
         from .tensorrt_engine import create_tensorrt_engine
@@ -291,6 +295,10 @@ def create(
     validate_options(options)
     if options.backend == "remote":
         return _connect_remote(options)
+    if options.precision == "auto":
+        from .int8_auto import create_auto
+
+        return create_auto(create, checkpoint, config, options, calibration)
     failed: list[Attempt] = []
     pairs = candidates(options)
     measured = _measured_cpu_order(pairs, checkpoint, config, options)

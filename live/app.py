@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from engines import Engine, create_engine
+from engines.int8_switch import create_for_run
 from export.config import ModelConfig, load_config
 from export.errors import UserError
 from export.model_choice import choose_model
@@ -120,8 +121,9 @@ def run(
             calibration = calibration_source(
                 capture.input, source, prepared, config.resolution, options.crop, options.framing
             )
+            # --precision auto on a camera: fp32 serves while int8 is prepared (never waits).
             engine = stack.enter_context(
-                create_engine(checkpoint, config, options.engine, calibration=calibration)
+                create_for_run(checkpoint, config, options.engine, calibration, live, create_engine)
             )
         log.debug("engine details: %s", engine.describe())
         resolution = engine.io.resolution

@@ -186,9 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument(
         "--precision",
         choices=PRECISIONS,
-        default=EngineOptions.precision,
-        help="precision inside the network (default: %(default)s); int8 (opt-in, OpenVINO): a "
-        "quantized frame graph calibrated on your avatar and input on first use",
+        default="auto",
+        help="precision inside the network (default: %(default)s: on a CPU, int8 where it passes "
+        "a check against fp32 on your own avatar and input, else fp32; GPUs run fp32). int8 "
+        "(OpenVINO) is a quantized frame graph calibrated on your avatar and input on first use",
     )
     engine.add_argument(
         "--device",
@@ -208,8 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument(
         "--recalibrate-int8",
         action="store_true",
-        help="with --precision int8: calibrate the quantized model again on this run's avatar "
-        "and input (it is calibrated once per model and device, on first use, and cached)",
+        help="int8 (and auto on a CPU): calibrate and check the quantized model again on this "
+        "run's avatar and input (both are done once per model and device, and cached)",
     )
     engine.add_argument(
         "--remeasure",

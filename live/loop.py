@@ -308,13 +308,14 @@ class LiveLoop:
         marked = time.perf_counter()
         self._last_marked, self._last_pts = image, job.frame.pts
         self._stats.values["motion scale"] = self.motion_scale
+        engine_status = getattr(self.animator.engine, "status", "")  # e.g. the int8 switch
         self._send(
             OutputFrame(
                 image,
                 job.frame.pts,
                 camera=job.camera,
                 box=job.crop.box,
-                status=shown.status,
+                status=f"{shown.status} | {engine_status}" if engine_status else shown.status,
                 stats=self._stats.values,
             )
         )

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from benchmarks import cpushare, offline
+from benchmarks import cpushare, machine, offline
 from benchmarks.cli import main
 from benchmarks.errors import BenchmarkError
 from benchmarks.offline import parse_variants
@@ -55,6 +55,7 @@ def test_contended_calls_are_flagged() -> None:
 
 def test_offline_variants_are_checked() -> None:
     assert parse_variants("torch:fp32, auto:int8") == (("torch", "fp32"), ("auto", "int8"))
+    assert parse_variants("auto:default") == (("auto", "default"),)
     for bad in ("torch", "magic:fp32", "torch:int4", ""):
         with pytest.raises(BenchmarkError):
             parse_variants(bad)
@@ -79,7 +80,8 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "--devices", "cpu", "--baseline-device", "cpu", "--batches", "1", "--warmup", "1",
         "--iterations", "3", "--no-stages", "--cache-dir", str(out / "cache"),
         "--out", str(out), "--name", "run", "--no-plot",
-        "--offline", str(driving), "--offline-variants", "openvino:int8", "--offline-rounds", "1",
+        "--offline", str(driving), "--offline-variants", "openvino:fp32,auto:default",
+        "--offline-rounds", "1",
     ]  # fmt: skip
     assert main(args) == 0
     results = json.loads((out / "run.json").read_text())
@@ -109,11 +111,15 @@ def test_int8_quality_report_per_frame(tiny_run: dict) -> None:
 
 def test_offline_command_is_timed_from_outside(tiny_run: dict) -> None:
     offline = tiny_run["offline"]
-    (row,) = offline["rows"]
-    assert row["backend"] == "openvino" and row["precision"] == "int8"
-    assert row["frames"] == 6 and row["frame_ms"] > 0 and row["speedup"] == pytest.approx(1)
-    assert row["selection"].startswith("openvino on cpu (int8)")
+    reference, row = offline["rows"]
+    assert reference["precision"] == "fp32" and reference["speedup"] == pytest.approx(1)
+    assert reference["mean_grey_vs_reference"] == 0
+    assert row["backend"] == "auto" and row["precision"] == "default"
+    assert row["frames"] == 6 and row["frame_ms"] > 0 and row["speedup"] > 0
+    assert row["selection"].startswith("openvino on cpu (int8), precision auto: int8, verified")
     assert row["command"].startswith("python run_live.py --avatar")
+    assert "--precision" not in row["command"]  # the user's default command
+    assert 0 < row["mean_grey_vs_reference"] <= 4  # int8 differs from fp32, but little
     assert row["cpu_runs"][0]["own_cores"] > 0
     assert "## The offline command (end to end)" in tiny_run["markdown"]
 
@@ -134,3 +140,35 @@ def test_offline_frame_time_ignores_files_rewritten_at_the_end(tmp_path: Path) -
     frames, frame_ms = offline._frame_ms(offline._watch(child, tmp_path))
     assert child.returncode == 0
     assert frames == 5 and 60 <= frame_ms <= 200
+
+
+def test_vector_extensions_and_isa_class_from_cpuinfo() -> None:
+    avx2_only = "processor\t: 0\nflags\t\t: fpu sse4_2 avx fma avx2 bmi2\n\nprocessor\t: 1\n"
+    assert machine.vector_extensions(avx2_only) == ["sse4_2", "avx", "fma", "avx2"]
+    assert machine.isa_class(machine.vector_extensions(avx2_only)) == "AVX2"
+    vnni = "flags\t: avx avx2 avx512f avx512bw avx512vl avx512_vnni avx512_bf16\n"
+    assert machine.isa_class(machine.vector_extensions(vnni)) == "AVX-512 VNNI"
+    assert machine.isa_class(["avx2", "avx_vnni"]) == "AVX2 VNNI"
+    assert machine.isa_class(["avx512f", "avx512_vnni", "amx_tile", "amx_int8"]) == "AMX"
+    assert machine.vector_extensions("") == []
+
+
+def test_reports_carry_the_cpu_extensions(tiny_run: dict) -> None:
+    recorded = tiny_run["machine"]["cpu_extensions"]
+    assert recorded == machine.vector_extensions()
+    assert tiny_run["machine"]["isa_class"] == machine.isa_class(recorded)
+    line = next(x for x in tiny_run["markdown"].splitlines() if x.startswith("- Machine:"))
+    assert f"{tiny_run['machine']['isa_class']} class: {', '.join(recorded)}" in line
+
+
+def test_pipeline_rows_for_int8_and_the_default_precision() -> None:
+    from benchmarks.runner import pipeline_variants
+
+    assert pipeline_variants(["torch", "openvino"], ["fp32"], "cpu") == [
+        ("torch", "fp32"),
+        ("openvino", "fp32"),
+        ("openvino", "int8"),
+        ("openvino", "auto"),
+    ]
+    assert pipeline_variants(["torch"], ["fp32"], "cpu") == [("torch", "fp32")]
+    assert pipeline_variants(["openvino"], ["fp32"], "cuda") == [("openvino", "fp32")]

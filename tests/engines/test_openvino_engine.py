@@ -112,8 +112,8 @@ def test_int8_calibrates_once_then_reuses_and_recalibrates_on_demand(
         pass
     err = capfd.readouterr().err
     assert len(calls) == 1
-    assert "calibrating int8 on 6 samples: 1 avatar(s) x 6 driving frame(s) (golden frames)" in err
-    assert "int8 calibration done in" in err
+    assert "calibrating int8 on 4 samples: 1 avatar(s) x 4 driving frame(s) (golden frames" in err
+    assert "int8 calibration and check done in" in err
     with create_engine(tiny_golden.checkpoint, config, options, _calibration(tiny_golden, calls)):
         pass
     assert len(calls) == 1  # cached: no frames captured, no calibration
