@@ -295,7 +295,7 @@ def run_check(args: argparse.Namespace) -> int:
 
     set_build_deadline(time.monotonic() + budget)  # TensorRT's own limit: its progress monitor
     try:
-        with stop_signals(budget):
+        with stop_signals(budget, on_stuck=lambda why: _stuck(writer, plan, why)):
             plan.run(writer)
     except Stopped as exc:
         stopped = exc.why
@@ -309,6 +309,13 @@ def run_check(args: argparse.Namespace) -> int:
     print(f"results: {args.out / 'gpu_check.json'}, {args.out / 'gpu_check.md'}")
     signalled = stopped is not None and stopped.startswith("stopped by")
     return 0 if results["ok"] and not signalled else 1
+
+
+def _stuck(writer: Writer, plan: Plan, why: str) -> None:
+    """A signal arrived while a step sat in a C call: write what is done, then exit at once."""
+    writer.write(stopped=why, not_reached=plan.pending())
+    print(f"gpu_check: {why}; results so far written", file=sys.stderr, flush=True)
+    os._exit(1)
 
 
 def gpu_info(device: str) -> dict[str, Any] | None:

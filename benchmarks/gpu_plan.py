@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -108,9 +109,17 @@ def _atomic(path: Path, text: str) -> None:
 
 
 @contextmanager
-def stop_signals(deadline_s: float) -> Iterator[None]:
+def stop_signals(
+    deadline_s: float, on_stuck: Callable[[str], None] | None = None
+) -> Iterator[None]:
     """SIGTERM and SIGINT, and SIGALRM after ``deadline_s`` seconds, raise Stopped in the main
-    thread while the block runs (where signals exist; restored after)."""
+    thread while the block runs (where signals exist; restored after).
+
+    Python runs a signal handler only once the main thread is back in the interpreter, so a
+    SIGTERM that arrives during a long C call (an ONNX export pass, a session build) would wait
+    for it. The C-level handler also writes the signal's number to a wakeup socket at once,
+    from any thread: a watcher thread reads it and, when the block has not ended ``GRACE_S``
+    after a SIGTERM or SIGINT, calls ``on_stuck(why)``, which writes what is done and exits."""
 
     def handler(signum: int, frame: Any) -> None:
         name = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "SIGINT"}.get(signum)
@@ -121,6 +130,7 @@ def stop_signals(deadline_s: float) -> Iterator[None]:
     if alarm:
         wanted.append(signal.SIGALRM)
     saved = {sig: signal.signal(sig, handler) for sig in wanted}
+    watcher = _SignalWatcher(on_stuck) if on_stuck is not None else None
     alarm = alarm and deadline_s > 0  # with no time left the plan starts nothing anyway
     if alarm:
         signal.setitimer(signal.ITIMER_REAL, deadline_s)
@@ -129,8 +139,46 @@ def stop_signals(deadline_s: float) -> Iterator[None]:
     finally:
         if alarm:
             signal.setitimer(signal.ITIMER_REAL, 0)
+        if watcher is not None:
+            watcher.close()
         for sig, previous in saved.items():
             signal.signal(sig, previous)
+
+
+class _SignalWatcher:
+    """Learns of SIGTERM/SIGINT through ``signal.set_wakeup_fd`` (written by the C-level
+    handler, so even while the main thread is inside a C call) and calls ``on_stuck`` when the
+    main thread has not stopped ``GRACE_S`` later."""
+
+    def __init__(self, on_stuck: Callable[[str], None]):
+        self._ended = threading.Event()
+        self._read, self._write = socket.socketpair()
+        self._write.setblocking(False)  # the C handler must never block on it
+        self._read.settimeout(0.2)
+        self._previous = signal.set_wakeup_fd(self._write.fileno(), warn_on_full_buffer=False)
+        self._thread = threading.Thread(target=self._watch, args=(on_stuck,), daemon=True)
+        self._thread.start()
+
+    def _watch(self, on_stuck: Callable[[str], None]) -> None:
+        names = {int(signal.SIGTERM): "SIGTERM", int(signal.SIGINT): "SIGINT"}
+        while not self._ended.is_set():
+            try:
+                got = self._read.recv(64)
+            except TimeoutError:
+                continue
+            except OSError:
+                return  # closed
+            stops = [names[number] for number in got if number in names]
+            if stops and not self._ended.wait(GRACE_S):
+                on_stuck(f"stopped by {stops[0]} (during a call that did not return)")
+                return
+
+    def close(self) -> None:
+        self._ended.set()
+        signal.set_wakeup_fd(self._previous)
+        self._thread.join(timeout=1)
+        self._read.close()
+        self._write.close()
 
 
 class Watchdog:

@@ -143,3 +143,36 @@ def test_a_step_that_cannot_finish_is_not_started_and_known_skips_cost_nothing(
 def test_variant_classes() -> None:
     assert gpu_plan.step_class(Variant("torch", "fp16", compiled=True)) == "torch-compile"
     assert gpu_plan.step_class(Variant("tensorrt", "fp16", cuda_graph=True)) == "tensorrt-cudagraph"
+
+
+STUCK_IN_C = """
+import hashlib, os, sys
+from benchmarks.gpu_plan import stop_signals
+
+def stuck(why):
+    print("on_stuck:", why, flush=True)
+    os._exit(3)
+
+with stop_signals(600, on_stuck=stuck):
+    print("ready", flush=True)
+    hashlib.pbkdf2_hmac("sha256", b"p", b"s", 400_000_000)  # one C call of a minute or more
+print("returned", flush=True)
+"""
+
+
+def test_a_signal_during_a_long_c_call_still_ends_the_run(tmp_path: Path) -> None:
+    # Python runs its handler only between bytecodes; the wakeup-fd watcher must not wait for
+    # the C call to return.
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(
+        [sys.executable, "-c", STUCK_IN_C], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None and process.stdout.readline().strip() == "ready"
+    time.sleep(0.5)
+    sent = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=60)
+    took = time.monotonic() - sent
+    assert process.returncode == 3, output
+    assert "on_stuck: stopped by SIGTERM" in output
+    assert took < gpu_plan.GRACE_S + 10, took

@@ -25,7 +25,9 @@ def _said(verbose: bool, monkeypatch) -> str:
     configure_logging(verbose, stream)
     try:
         logging.getLogger("c2pa.loader").debug("Library not found at: /x/libc2pa_c.so")
-        logging.getLogger("nncf").info("Statistics collection")
+        # A library logger nobody configured (nncf's own, once imported by another test, has a
+        # handler of its own and does not propagate; engines.int8 quiets it while quantizing).
+        logging.getLogger("some_library").info("Statistics collection")
         logging.getLogger("c2pa").warning("a real warning")
         logging.getLogger("avatarcam").info("wrote 2 frames")
         logging.getLogger("engines.select").debug("engine details")
@@ -48,7 +50,7 @@ def test_library_chatter_is_hidden_without_verbose(monkeypatch) -> None:
 def test_library_chatter_is_marked_with_verbose(monkeypatch) -> None:
     said = _said(True, monkeypatch).splitlines()
     assert "[library c2pa.loader] Library not found at: /x/libc2pa_c.so" in said
-    assert "[library nncf] Statistics collection" in said
+    assert "[library some_library] Statistics collection" in said
     assert "wrote 2 frames" in said and "engine details" in said  # ours, unmarked
 
 
