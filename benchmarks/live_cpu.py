@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.pipeline import NullCamera
+
 
 def _clip(path: Path, seconds: float, gif: Path) -> Path:
     """A 1280x720, 30 fps H.264 clip of the talking test GIF, upscaled and centred."""
@@ -49,21 +51,6 @@ def _clip(path: Path, seconds: float, gif: Path) -> Path:
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
     return path
-
-
-class _NullCamera:
-    def __init__(self, width: int, height: int, fps: float, device: str | None = None):
-        self.width, self.height, self.fps, self.device = width, height, fps, "null"
-        self.frames = 0
-
-    def send(self, frame: np.ndarray) -> None:
-        self.frames += 1
-
-    def sleep_until_next_frame(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 def measure(golden: Path, avatar: Path, clip: Path, delay: float) -> dict:
@@ -111,7 +98,7 @@ def measure(golden: Path, avatar: Path, clip: Path, delay: float) -> dict:
             return
         animated[0] += record.status == "ok" or record.status.startswith("holding")
 
-    loop = live.app.run(options, on_frame=on_frame, camera_factory=_NullCamera)
+    loop = live.app.run(options, on_frame=on_frame, camera_factory=NullCamera)
     cpu, wall = time.process_time() - first[0], time.perf_counter() - first[2]
     engine_cpu[0] -= first[1]
     outside = cpu - engine_cpu[0]

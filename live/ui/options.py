@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 
+from engines.serve.settings import is_loopback
 from live.errors import SettingError
 
 #: The page's port unless --ui-port says otherwise.
@@ -30,9 +30,4 @@ class UiOptions:
     @property
     def loopback(self) -> bool:
         """True when only this machine can reach the page."""
-        if self.host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(self.host).is_loopback
-        except ValueError:
-            return False
+        return is_loopback(self.host)
