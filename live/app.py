@@ -13,27 +13,34 @@ from pathlib import Path
 from engines import Engine, create_engine
 from engines.int8_switch import create_for_run
 from export.config import ModelConfig, load_config
-from export.errors import UserError
 from export.model_choice import choose_model
 from export.obtain import obtain_checkpoint
 
 from .animator import Animator
-from .audio import AudioPlan, audio_on_close, plan_audio
+from .audio import AudioPlan, audio_on_close
 from .avatars import load_avatar_images
 from .calibration import calibration_source
 from .controls import controls_help
-from .credentials import ContentCredentials
-from .errors import DisplayError, InputError, SettingError
+from .errors import InputError, SettingError
 from .face import FaceDetector
 from .grabber import LatestFrameGrabber
 from .loop import FrameRecord, LiveLoop
 from .marking import FrameMarker
 from .options import RunOptions
 from .output_lock import OutputLock, remove_leftovers
-from .outputs import FrameSink, check_output_target, open_output
+from .outputs import FrameSink, check_output_target
 from .pipeline import Cropper, FaceCropper, ResizeCropper, prepare_avatars
-from .preview import PreviewWindow, display_available
 from .progress import Progress
+from .run_outputs import (
+    audio_plan,
+    content_credentials,
+    log_virtual_camera,
+    open_preview,
+    open_sinks,
+    open_virtual_camera,
+    report_interrupt,
+    sign_on_close,
+)
 from .sources import FrameSource, open_source
 from .startup import Checks, RunReport
 from .virtualcam import CameraFactory, VirtualCamera
@@ -89,25 +96,25 @@ def run(
         # sign what the outputs hold once they are closed (pushed first, the callback runs
         # after the outputs' own exits).
         credentials = checks.run(
-            lambda: _content_credentials(options, [a.path for a in avatars or []])
+            lambda: content_credentials(options, [a.path for a in avatars or []])
         )
         sinks: list[FrameSink] = []
-        stack.push(_sign_on_close(credentials, sinks))
+        stack.push(sign_on_close(credentials, sinks))
         # The input's audio goes into a video output once it is closed, before it is signed
         # (planned once the start-up checks pass).
         audio: list[AudioPlan] = []
         stack.push(audio_on_close(audio, sinks))
-        sinks += _open_sinks(options, source, checks, stack)
-        virtual_camera = _open_virtual_camera(options, source, camera_factory, checks, stack)
-        preview = _open_preview(options, asked_preview is True and live, checks, stack)
+        sinks += open_sinks(options, source, checks, stack)
+        virtual_camera = open_virtual_camera(options, source, camera_factory, checks, stack)
+        preview = open_preview(options, asked_preview is True and live, checks, stack)
         checks.raise_all()
-        audio += [plan for plan in [_audio_plan(options, source, live)] if plan is not None]
-        stack.push(_report_interrupt(sinks))
+        audio += [plan for plan in [audio_plan(options, source, live)] if plan is not None]
+        stack.push(report_interrupt(sinks))
         assert source is not None and avatars is not None  # checks.raise_all() raised otherwise
         if live:
             _log_camera(source)
         if virtual_camera is not None:
-            _log_virtual_camera(virtual_camera, options)
+            log_virtual_camera(virtual_camera, options)
 
         if remote:
             engine = stack.enter_context(_connect_server(options, live))
@@ -239,150 +246,6 @@ def _input_paths(options: RunOptions) -> list[Path]:
     return paths
 
 
-def _open_sinks(
-    options: RunOptions, source: FrameSource | None, checks: Checks, stack: ExitStack
-) -> list[FrameSink]:
-    """The file output, if any; a problem when a file input would go nowhere."""
-    output = options.output
-    source_fps = source.fps if source is not None else None
-    sinks: list[FrameSink] = []
-    if output.file is not None:
-        sink = checks.enter(
-            stack,
-            lambda: open_output(
-                output.file,
-                output.video_fps or source_fps or 25.0,
-                overwrite=output.overwrite,
-                size=output.video_size,
-                # live and paced runs record on the capture clock: they play in real time
-                timed=options.capture.timing != "offline",
-            ),
-        )
-        sinks = [sink] if sink is not None else []
-    if (
-        source is not None
-        and not source.is_live
-        and output.file is None
-        and not output.virtual_camera
-        and output.preview is not True
-        and options.ui is None
-    ):
-        checks.problems.append(
-            InputError(
-                f"Nothing to do with the file input {source.name}: pass --output (a folder "
-                "or a video file), --virtual-cam, --preview or --ui."
-            )
-        )
-    return sinks
-
-
-def _audio_plan(options: RunOptions, source: FrameSource | None, live: bool) -> AudioPlan | None:
-    """The driving video's audio for the video output (see live.audio)."""
-    output = options.output
-    if source is None:
-        return None
-    return plan_audio(
-        options.capture.input,
-        output.file,
-        live=live,
-        keep=output.audio,
-        paced=options.capture.timing == "paced",
-        output_fps=output.video_fps,
-        input_fps=source.fps,
-    )
-
-
-def _content_credentials(options: RunOptions, avatars: list[Path]) -> ContentCredentials | None:
-    """Content Credentials for file outputs (None without one)."""
-    if options.output.file is None:
-        return None
-    return ContentCredentials(options.marking, avatars)
-
-
-def _sign_on_close(
-    credentials: ContentCredentials | None, sinks: list[FrameSink]
-) -> Callable[..., bool]:
-    """An exit callback that signs each file output that received frames, once it is closed:
-    after a complete run, and after Ctrl+C or an error that left a usable partial output."""
-
-    def on_exit(exc_type: type[BaseException] | None, *_: object) -> bool:
-        if credentials is None:
-            return False
-        for sink in sinks:
-            if not sink.count:
-                continue
-            try:
-                credentials.sign_output(sink.path, sink.count)
-            except UserError as exc:
-                if exc_type is None:
-                    raise
-                log.warning("could not sign %s: %s", sink.path, exc)
-        return False
-
-    return on_exit
-
-
-def _open_virtual_camera(
-    options: RunOptions,
-    source: FrameSource | None,
-    camera_factory: CameraFactory | None,
-    checks: Checks,
-    stack: ExitStack,
-) -> VirtualCamera | None:
-    if not options.output.virtual_camera:
-        return None
-    source_fps = source.fps if source is not None else None
-    return checks.enter(
-        stack,
-        lambda: VirtualCamera(
-            options.output.camera, source_fps=source_fps, camera_factory=camera_factory
-        ),
-    )
-
-
-def _open_preview(
-    options: RunOptions, required: bool, checks: Checks, stack: ExitStack
-) -> PreviewWindow | None:
-    """The preview window; without a display a problem when it was asked for a camera
-    (``required``), else a warning."""
-    if not options.output.preview:
-        return None
-    if display_available():
-        return stack.enter_context(PreviewWindow(check_display=False))
-    if required:
-        checks.problems.append(
-            DisplayError(
-                "--preview was given but there is no display to show the window on "
-                "(DISPLAY/WAYLAND_DISPLAY unset or unusable). Run on a desktop session, "
-                "or drop --preview."
-            )
-        )
-    else:
-        log.warning(
-            "no display found: running without the preview window "
-            "(pass --no-preview to silence this)"
-        )
-    return None
-
-
-def _report_interrupt(sinks: list[FrameSink]) -> Callable[..., bool]:
-    """An exit callback that, after Ctrl+C, says what the file outputs hold (an output
-    without a frame is removed when it closes)."""
-
-    def on_exit(exc_type: type[BaseException] | None, *_: object) -> bool:
-        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
-            for sink in sinks:
-                if sink.count:
-                    log.warning("interrupted: %d frames saved to %s", sink.count, sink.path)
-                else:
-                    log.warning(
-                        "interrupted before the first frame: nothing saved to %s", sink.path
-                    )
-        return False
-
-    return on_exit
-
-
 def _log_camera(source: FrameSource) -> None:
     size = source.size or (0, 0)
     log.info(
@@ -391,16 +254,6 @@ def _log_camera(source: FrameSource) -> None:
         size[0],
         size[1],
         f"{source.fps:g}" if source.fps else "unknown",
-    )
-
-
-def _log_virtual_camera(virtual_camera: VirtualCamera, options: RunOptions) -> None:
-    log.info(
-        "virtual camera: %s (%dx%d at %g fps) - select it in Zoom, OBS, Meet or Teams",
-        virtual_camera.device,
-        options.output.camera.width,
-        options.output.camera.height,
-        virtual_camera.fps,
     )
 
 
