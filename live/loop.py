@@ -308,7 +308,8 @@ class LiveLoop:
         marked = time.perf_counter()
         self._last_marked, self._last_pts = image, job.frame.pts
         self._stats.values["motion scale"] = self.motion_scale
-        engine_status = getattr(self.animator.engine, "status", "")  # e.g. the int8 switch
+        # What the engine says of itself (the int8 switch: "optimizing for this CPU").
+        engine_status = getattr(getattr(self.animator, "engine", None), "status", "")
         self._send(
             OutputFrame(
                 image,

@@ -16,6 +16,7 @@ import live.app
 from live.app import run
 from live.cli import build_parser, options_from_args
 from live.loop import FrameRecord, LiveLoop
+from live.sinks import OutputFrame
 from live.sources import FrameSource
 from tests.conftest import Golden
 from tests.live.fakes import write_png
@@ -110,10 +111,14 @@ def test_live_run_serves_fp32_while_calibrating_then_switches_to_int8(
         "--config", str(tiny_golden.config), "--resolution", "64", "--no-crop",
         "--backend", "openvino", "--virtual-cam", "--no-preview", "--no-watermark",
     ]  # fmt: skip
-    shown: list[str] = []  # what the preview's status bar would say
-    monkeypatch.setattr(
-        LiveLoop, "_show", lambda self, camera, image, box, status: shown.append(status)
-    )
+    shown: list[str] = []  # what the preview's status bar would say (every output's frame)
+    send = LiveLoop._send
+
+    def record_status(self: LiveLoop, frame: OutputFrame) -> None:
+        shown.append(frame.status)
+        send(self, frame)
+
+    monkeypatch.setattr(LiveLoop, "_send", record_status)
     options = options_from_args(build_parser().parse_args(argv))
     loop = run(options, on_frame=on_frame, camera_factory=Camera)
     precisions = [p for p, _, _ in seen]
