@@ -43,6 +43,9 @@ class FramingConfig:
     d_cutoff: float = 1.0
     # Keep the last crop this many seconds after the face is lost, then report "lost".
     hold_seconds: float = 0.5
+    # Face detections per second (0-120; 0: every frame); between them the crop follows the
+    # last face found, and a frame without a face is searched again at once.
+    detect_hz: float = 5.0
 
     def __post_init__(self) -> None:
         _check_range(
@@ -74,6 +77,13 @@ class FramingConfig:
             0.0,
             60.0,
             "It is a time in seconds; the default is 0.5.",
+        )
+        _check_range(
+            "detect_hz",
+            self.detect_hz,
+            0.0,
+            120.0,
+            "It is detections per second (0: every frame); the default is 5.",
         )
 
 
