@@ -173,3 +173,24 @@ def test_tracked_crop_follows_a_moving_talking_head_with_few_detections() -> Non
             worst = max(worst, abs(crop.box.center[0] - face.center[0]) / face.width)
     assert cropper.detections <= count / 25 * 5 + 2, cropper.detections
     assert worst < 0.3, worst
+
+
+def test_recalibrating_detects_the_face_on_the_next_frame() -> None:
+    """The recalibrate action (on the animation thread) makes the framing stage detect at
+    once: the new reference pose gets a fresh box, not one up to 1/detect_hz old."""
+    from types import SimpleNamespace
+
+    from live.actions import apply_action
+    from live.controls import Action
+
+    detector = CountingDetector()
+    cropper = FaceCropper(16, detector, FramingConfig(detect_hz=5.0))  # type: ignore[arg-type]
+    out = np.empty((16, 16, 3), np.uint8)
+    cropper(_camera(100), 0.0, out)
+    cropper(_camera(100), 0.04, out)
+    assert detector.calls == 1
+    restarts = []
+    policy = SimpleNamespace(restart_calibration=lambda: restarts.append(1))
+    apply_action(SimpleNamespace(policy=policy, cropper=cropper), Action.RECALIBRATE)  # type: ignore[arg-type]
+    cropper(_camera(100), 0.08, out)
+    assert restarts == [1] and detector.calls == 2
