@@ -1,18 +1,23 @@
 """End-to-end live-pipeline benchmark: a video played like a camera through the real loop.
 
-Decode, face detection, crop, engine, compose and output (a virtual camera that discards
-frames) run exactly as ``run_live.py`` runs them, the input paced at its own frame rate so
-stale frames are dropped as they would be with a webcam. Reports per-stage p50/p99, the loop's
-achieved FPS, the frames it had to drop, and the added latency (frame captured -> frame sent).
+Decode, face detection, crop, engine, compose and output (a virtual camera that converts each
+frame to I420 as pyvirtualcam does and writes it to /dev/null: :class:`NullDeviceCamera`) run
+exactly as ``run_live.py`` runs them, the input paced at its own frame rate so stale frames
+are dropped as they would be with a webcam. Reports per-stage p50/p99, the loop's achieved
+FPS, the frames it had to drop, and the added latency (frame captured -> frame sent).
+:mod:`benchmarks.outside_engine` times the stages around the engine at 1280x720 one by one,
+with the preview drawn offscreen (:class:`OffscreenPreview`).
 """
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 
@@ -32,6 +37,45 @@ class NullCamera:
 
     def close(self) -> None:
         pass
+
+
+class NullDeviceCamera(NullCamera):
+    """pyvirtualcam.Camera (fmt RGB) on Linux, the device replaced by /dev/null: each frame
+    is converted to I420 into a buffer it owns and written out."""
+
+    def __init__(self, width: int, height: int, fps: float, device: str | None):
+        super().__init__(width, height, fps, device)
+        self.i420 = np.empty((height * 3 // 2, width), np.uint8)  # the last frame: Y, U, V planes
+        self._fd = os.open(os.devnull, os.O_WRONLY)
+
+    def send(self, frame: np.ndarray) -> None:
+        cv2.cvtColor(frame, cv2.COLOR_RGB2YUV_I420, dst=self.i420)
+        os.write(self._fd, self.i420)
+        self.frames += 1
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+class OffscreenPreview:
+    """PreviewWindow.show's drawing (compose, then the BGR copy for imshow), no window."""
+
+    def __init__(self, height: int = 360) -> None:
+        self.height = height
+        self._canvas: np.ndarray | None = None
+        self._bgr: np.ndarray | None = None
+
+    def show(self, camera, avatar, box, stats, status) -> np.ndarray:
+        from live.preview import compose_preview
+
+        self._canvas = compose_preview(
+            camera, avatar, box, stats, status, height=self.height, out=self._canvas
+        )
+        if self._bgr is None or self._bgr.shape != self._canvas.shape:
+            self._bgr = np.empty_like(self._canvas)
+        return cv2.cvtColor(self._canvas, cv2.COLOR_RGB2BGR, dst=self._bgr)
 
 
 @dataclass(frozen=True)
@@ -94,7 +138,7 @@ def measure_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
             stages.setdefault(name, []).append(value)
 
     def factory(width: int, height: int, fps: float, device: str | None) -> NullCamera:
-        cameras.append(NullCamera(width, height, fps, device))
+        cameras.append(NullDeviceCamera(width, height, fps, device))
         return cameras[-1]
 
     start = time.perf_counter()

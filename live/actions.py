@@ -33,6 +33,9 @@ def apply_action(loop: LiveLoop, action: Action, value: object = None) -> None:
         policy.select_avatar(value)
     elif action is Action.RECALIBRATE:
         policy.restart_calibration()
+        redetect = getattr(loop.cropper, "redetect", None)  # the new reference: a fresh box
+        if redetect is not None:
+            redetect()
         log.info("recalibrating: the next frame with a face is the new reference")
     elif action is Action.TOGGLE_BEST_FRAME:
         policy.toggle_best_frame()

@@ -150,6 +150,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(default %(default)s)",
     )
     framing.add_argument(
+        "--detect-hz",
+        type=float,
+        default=framing_defaults.detect_hz,
+        help="face detections per second, tracked in between; 0 detects on every frame "
+        "(default %(default)s)",
+    )
+    framing.add_argument(
         "--mirror", action="store_true", help="mirror the camera image (selfie view)"
     )
     framing.add_argument(
@@ -407,6 +414,13 @@ def _flag_problems(args: argparse.Namespace) -> list[str]:
         30.0,
         "It is a frequency in Hz: lower is steadier, higher follows faster; the default is 1.0.",
     )
+    check(
+        "--detect-hz",
+        args.detect_hz,
+        0.0,
+        120.0,
+        "Higher follows fast moves sooner and costs more CPU; the default is 5.",
+    )
     check("--camera-fps", args.camera_fps, 1.0, 240.0, "Leave it out to use the camera's rate.")
     check("--output-fps", args.output_fps, 1.0, 240.0, "Leave it out to use the input's rate.")
     for flag, size, even in (
@@ -551,6 +565,7 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
             scale=args.crop_scale,
             vertical_shift=args.crop_shift,
             min_cutoff=args.smoothing,
+            detect_hz=args.detect_hz,
         ),
         model=ModelOptions(
             checkpoint=args.checkpoint,

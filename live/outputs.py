@@ -66,7 +66,7 @@ class FrameSink(Closing, ABC):
     def __init__(self, path: Path, size: tuple[int, int] | None = None):
         self.path = path  # where the frames go
         self.size = size  # (width, height) frames are resized to; None: as given
-        self.count = 0  # frames written so far
+        self.count = 0  # frames written so far (a timed video: slots of its rate it covers)
 
     def _sized(self, image: np.ndarray) -> np.ndarray:
         if self.size is None or image.shape[1::-1] == self.size:
@@ -143,9 +143,13 @@ class PngFolderSink(FrameSink):
 class VideoFileSink(FrameSink):
     """A video file through PyAV (FFmpeg); the encoder is opened at the first frame.
 
-    ``timed`` (live and paced runs): :meth:`send` places each frame at its presentation time
-    on the constant rate ``fps``, repeating the previous frame over the slots in between and
-    skipping a frame whose slot is taken, so the recording plays as long as the run showed it.
+    ``timed`` (live and paced runs): :meth:`send` places each frame at its presentation time,
+    rounded to a slot of the rate ``fps`` (the file's time base), and encodes it once: a gap
+    between frames is a gap between timestamps (variable frame rate; AVI, which has no
+    timestamps, gets FFmpeg's empty "repeat" chunks), so a slow engine costs no extra
+    encoding however high ``fps`` is. A frame whose slot is taken is held back and shown from
+    the next free slot unless a newer frame takes it; :meth:`finish` marks the input's end
+    with one more copy of the last frame, so the recording plays as long as the run showed it.
     Otherwise (and with :meth:`write`) each frame is the next one in the file.
     """
 
@@ -164,7 +168,8 @@ class VideoFileSink(FrameSink):
         self._stream = None
         self._rate = Fraction(fps).limit_denominator(1001)
         self._origin: float | None = None  # presentation time of the first frame (timed)
-        self._shown = None  # the last av.VideoFrame encoded, repeated over gaps (timed)
+        self._shown = None  # the last av.VideoFrame encoded (timed: copied at the end)
+        self._held = None  # timed: the newest frame whose slot was taken, for the next slot
 
     def _open(self, width: int, height: int) -> None:
         try:
@@ -199,28 +204,32 @@ class VideoFileSink(FrameSink):
             return
         if self._origin is None:
             self._origin = pts
-        slot = round((pts - self._origin) * self._rate)
-        if self._shown is not None:
-            self.hold_until(pts)
-            if slot < self.count:  # this slot already holds a frame: the newest is kept
-                self._shown = self._frame(image)
-                return
-        self._encode(self._frame(image))
-
-    def hold_until(self, pts: float) -> None:
-        """Timed: repeat the frame shown last over the slots before ``pts`` (the end of the
-        input, or a gap before the next frame)."""
-        if self._shown is None or self._origin is None:
+        slot = self._slot(pts)
+        if slot < self.count:  # this slot already holds a frame: the newest is held back
+            self._held = self._frame(image)
             return
-        slot = round((pts - self._origin) * self._rate)
-        while self.count < slot:
-            self._encode(self._shown)
+        self._show_held(slot)
+        self._encode(self._frame(image), slot)
+
+    def _slot(self, pts: float) -> int:
+        return round((pts - self._origin) * self._rate)
+
+    def _show_held(self, slot: int) -> None:
+        """Timed: the frame held back takes the next free slot if it comes before ``slot``."""
+        held, self._held = self._held, None
+        if held is not None and self.count < slot:
+            self._encode(held, self.count)
 
     def finish(self, pts: float) -> None:
-        """Timed: the input's last frame was at ``pts``; hold the frame shown last through
-        its slot, so the recording ends where the input did."""
-        if self.timed and self._origin is not None:
-            self.hold_until(pts + 1 / float(self._rate))
+        """Timed: the input's last frame was at ``pts``; the frame shown last stays through
+        that frame's slot (one more copy in the last slot), so the recording ends where the
+        input did."""
+        if not self.timed or self._origin is None or self._shown is None:
+            return
+        end = self._slot(pts) + 1
+        self._show_held(end)
+        if self.count < end:
+            self._encode(self._shown, end - 1)
 
     def _frame(self, image: np.ndarray):
         import av
@@ -230,8 +239,10 @@ class VideoFileSink(FrameSink):
             self._open(image.shape[1], image.shape[0])
         return av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
 
-    def _encode(self, frame) -> None:
-        frame.pts = self.count
+    def _encode(self, frame, slot: int | None = None) -> None:
+        """Encode ``frame`` at ``slot`` (timed) or as the next frame."""
+        slot = self.count if slot is None else slot
+        frame.pts = slot
         frame.time_base = 1 / self._rate
         try:
             for packet in self._stream.encode(frame):
@@ -239,7 +250,7 @@ class VideoFileSink(FrameSink):
         except OSError as exc:
             raise _write_failed(self.path, exc) from None
         self._shown = frame
-        self.count += 1
+        self.count = slot + 1
 
     def _discard(self) -> None:
         if self._container is not None:

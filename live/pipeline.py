@@ -63,29 +63,53 @@ class ResizeCropper:
 
 
 class FaceCropper:
-    """Finds the face (MediaPipe, video mode), smooths the crop and cuts it out."""
+    """Finds the face (MediaPipe, video mode), smooths the crop and cuts it out.
+
+    The detector runs ``framing.detect_hz`` times a second on a downscaled copy; between
+    detections the tracker follows the last face found. It runs again at once when the last
+    detection found no face, the frame size or clock changed, or after :meth:`reset` or
+    :meth:`redetect`."""
 
     def __init__(self, resolution: int, detector: FaceDetector, framing: FramingConfig):
         self.resolution = resolution  # model input size
         self.detector = detector  # video-mode face detector, owned by the caller
         self.tracker = FaceTracker(framing)  # smoothing and hold/lost logic
+        self.detections = 0  # detector calls so far
+        self._interval = 1 / framing.detect_hz if framing.detect_hz > 0 else 0.0
         self._face: FaceBox | None = None
+        self._detected: tuple[float, int, int] | None = None  # (timestamp, width, height)
+        self._redetect = False  # set from any thread: detect on the next frame
         self._small: np.ndarray | None = None  # the downscaled copy detection runs on
 
     def reset(self) -> None:
         """Forget the face tracked so far (the camera view changed, e.g. mirrored)."""
         self.tracker.reset()
         self._face = None
+        self._detected = None
+
+    def redetect(self) -> None:
+        """Detect the face on the next frame (e.g. on recalibrate); safe from any thread."""
+        self._redetect = True
+
+    def _due(self, timestamp: float, width: int, height: int) -> bool:
+        if self._face is None or self._detected is None or self._redetect:
+            return True
+        since, *size = self._detected
+        return size != [width, height] or not 0 <= timestamp - since < self._interval - 1e-3
 
     @property
     def last_face(self) -> FaceBox | None:
-        """The face box found in the last frame (None when none was found)."""
+        """The face box the last detection found (None when none was found)."""
         return self._face
 
     def __call__(self, frame: np.ndarray, timestamp: float, out: np.ndarray) -> Crop:
         height, width = frame.shape[:2]
-        face = self._detect(frame, round(timestamp * 1000))
-        self._face = face
+        if self._due(timestamp, width, height):
+            self._redetect = False
+            self._face = self._detect(frame, round(timestamp * 1000))
+            self._detected = (timestamp, width, height)
+            self.detections += 1
+        face = self._face
         state = self.tracker.update(face, timestamp, (width, height))
         if state.box is None:
             return Crop(None, None, state.status)

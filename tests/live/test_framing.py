@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -285,3 +286,17 @@ def test_frame_avatar_keeps_the_face_inside_the_photo(
 def test_frame_avatar_without_a_face_uses_the_center(image_detector: FaceDetector) -> None:
     blank = np.full((300, 400, 3), 128, np.uint8)
     assert frame_avatar(blank, image_detector) == (CropBox(50, 0, 300), False)
+
+
+def test_large_shrinks_match_area_averaging() -> None:
+    """A 720p face crop shrunk to the model size (block average first, then INTER_AREA) is
+    the direct INTER_AREA resize to within a level or two, inside the image and at its edge."""
+    rng = np.random.default_rng(1)
+    image = cv2.resize(rng.integers(0, 255, (90, 160, 3), np.uint8), (1280, 720))
+    direct = cv2.resize(image[10:710, 290:990], (256, 256), interpolation=cv2.INTER_AREA)
+    out = crop_square(image, CropBox(290, 10, 700), 256)
+    assert np.abs(out.astype(int) - direct).mean() < 2.5
+    edge = crop_square(image, CropBox(-100, 0, 700), 256)  # 100 px off the left edge
+    inside = cv2.resize(image[:700, :600], (219, 256), interpolation=cv2.INTER_AREA)
+    assert int(edge[:, :37].max()) == 0
+    assert np.abs(edge[:, 37:].astype(int) - inside).mean() < 2.5

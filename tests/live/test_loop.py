@@ -488,6 +488,7 @@ class SlowAnimator:
         )
         self.rest_image = np.zeros((resolution, resolution, 3), np.uint8)
         self.round_trip_ms = None  # a local engine: no server round trip
+        self.engine = None  # like Animator.engine; a local engine without a status line
         self.motion = MotionOptions()
         self.animated: list[int] = []  # frame encoded in each crop, at the start of animate()
         self.changed: list[int] = []  # frames whose crop was overwritten during animate()

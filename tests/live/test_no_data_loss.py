@@ -191,6 +191,7 @@ def test_input_without_any_face_warns_with_exit_4(tiny_golden, tmp_path, monkeyp
         (("--crop-scale", "9"), "--crop-scale 9 is out of range"),
         (("--smoothing", "0"), "--smoothing 0 is out of range"),
         (("--crop-shift", "3"), "--crop-shift 3 is out of range"),
+        (("--detect-hz", "-1"), "--detect-hz -1 is out of range"),
         (("--camera-size", "0x0"), "--camera-size 0x0 is not a usable size"),
         (("--camera-fps", "-5"), "--camera-fps -5 is out of range"),
         (("--input", "-1"), "--input -1 is not a camera"),

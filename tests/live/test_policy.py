@@ -36,6 +36,7 @@ class FakeAnimator:
         self.resolution = resolution
         self.motion = MotionOptions()
         self.round_trip_ms = None
+        self.engine = None  # like Animator.engine; a local engine without a status line
         self.avatar_keypoints = KEYPOINTS
         self.rest_image: np.ndarray | None = None
         self.down = False  # engine calls raise EngineUnavailable

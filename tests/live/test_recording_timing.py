@@ -5,7 +5,6 @@ presentation time from the source to the file."""
 from __future__ import annotations
 
 import time
-from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -86,22 +85,62 @@ def test_paced_recording_with_a_slow_engine_plays_as_long_as_the_clip(
     assert abs(seconds - clip_seconds) <= 0.05 * clip_seconds, (seconds, clip_seconds, frames)
 
 
-def test_timed_video_sink_places_frames_by_presentation_time(tmp_path: Path) -> None:
+def _shown_per_slot(path: Path, rate: float, slots: int) -> list[int]:
+    """The dominant colour channel of the frame shown in each slot of 1/``rate`` s."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        decoded = [
+            (float(frame.time), int(np.argmax(frame.to_ndarray(format="rgb24").mean(axis=(0, 1)))))
+            for frame in container.decode(stream)
+        ]
+    shown = []
+    for slot in range(slots):
+        times = [channel for time_, channel in decoded if time_ <= slot / rate + 1e-6]
+        shown.append(times[-1])
+    return shown
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv", ".webm"])
+def test_timed_video_sink_places_frames_by_presentation_time(tmp_path: Path, suffix) -> None:
     """At 10 fps, frames at 0, 0.2 and 0.22 s, the input's last frame at 0.5 s: the first
-    frame fills slots 0-1 (shown until the second came), the second takes slot 2, the third
-    shares that slot so it is held from slot 3 through the input's last slot (5)."""
-    sink = VideoFileSink(tmp_path / "t.mp4", 10.0, timed=True)
+    frame is shown over slots 0-1 (until the second came), the second in slot 2, the third
+    shares that slot so it is shown from slot 3 through the input's last slot (5); the file
+    lasts 0.6 s and holds each frame once (plus one copy marking the end), not one per slot."""
+    path = tmp_path / f"t{suffix}"
+    sink = VideoFileSink(path, 10.0, timed=True)
     colours = [(250, 0, 0), (0, 250, 0), (0, 0, 250)]
     for pts, colour in zip((0.0, 0.2, 0.22), colours, strict=True):
         sink.send(np.full((16, 16, 3), colour, np.uint8), pts)
     sink.finish(0.5)
     sink.close()
-    with av.open(str(tmp_path / "t.mp4")) as container:
-        stream = container.streams.video[0]
-        assert stream.average_rate == Fraction(10)
-        decoded = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
-    dominant = [int(np.argmax(frame.reshape(-1, 3).mean(axis=0))) for frame in decoded]
-    assert dominant == [0, 0, 1, 2, 2, 2]
+    assert sink.count == 6  # slots covered, what the audio is cut to
+    assert _shown_per_slot(path, 10.0, 6) == [0, 0, 1, 2, 2, 2]
+    with av.open(str(path)) as container:
+        assert container.duration / 1e6 == pytest.approx(0.6, abs=0.01)
+        assert sum(1 for _ in container.decode(video=0)) == 4
+
+
+def test_timed_sink_cost_does_not_grow_with_the_gaps(tmp_path: Path) -> None:
+    """A 100 fps timed recording fed one frame a second (a camera far faster than the engine)
+    encodes each frame once: sending costs about what writing the same frames untimed does,
+    not 100 encodes per frame, and the file still lasts as long as the run."""
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (256, 256, 3), np.uint8) for _ in range(8)]
+    timed = VideoFileSink(tmp_path / "timed.mp4", 100.0, timed=True)
+    plain = VideoFileSink(tmp_path / "plain.mp4", 100.0)
+    spent = {"timed": 0.0, "plain": 0.0}
+    for i, image in enumerate(images):  # interleaved, so machine load hits both alike
+        for name, sink in (("timed", timed), ("plain", plain)):
+            start = time.perf_counter()
+            sink.send(image, float(i))
+            spent[name] += time.perf_counter() - start
+    timed.finish(float(len(images) - 1))
+    timed.close()
+    plain.close()
+    assert spent["timed"] <= 3 * spent["plain"] + 0.2, spent
+    with av.open(str(tmp_path / "timed.mp4")) as container:
+        assert sum(1 for _ in container.decode(video=0)) == len(images)
+        assert container.duration / 1e6 == pytest.approx(len(images) - 1 + 0.01, abs=0.02)
 
 
 @pytest.mark.parametrize("timed", [False, True])
