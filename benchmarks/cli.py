@@ -163,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--checkpoint",
         type=Path,
         help="FOMM checkpoint (.pth.tar); default: random weights with the config's shapes, "
-        "batch norm re-estimated on the inputs so int8 runs as on a trained network",
+        "He-normal with FOMM's identity jacobian head and batch-norm scales measured on the "
+        "inputs, so int8 runs as on a trained network",
     )
     model.add_argument("--resolution", type=int, help="frame size (default: the config's, 256)")
     model.add_argument(

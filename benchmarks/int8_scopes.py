@@ -7,10 +7,10 @@ out frames (:mod:`engines.int8_verify`), then timed with OpenVINO's denormal han
 slow spell on a shared machine hits all alike; each variant's CPU share is recorded
 (:mod:`benchmarks.cpushare`).
 
-Weights (``--weights``, comma-separated): ``trained-like`` (He-normal convolutions, batch-norm
-statistics re-estimated on the faces: :func:`benchmarks.weights.trained_like_checkpoint`),
-``he-normal`` (the same without re-estimation: default batch-norm statistics, activations grow
-layer by layer), ``default`` (PyTorch's initialisation, what ``python -m benchmarks`` used
+Weights (``--weights``, comma-separated): ``trained-like`` (He-normal convolutions, FOMM's identity
+jacobian head, batch-norm scales measured on the faces:
+:func:`benchmarks.weights.trained_like_checkpoint`), ``he-normal`` (the same without the
+measured scales: default batch-norm statistics, activations grow layer by layer), ``default`` (PyTorch's initialisation, what ``python -m benchmarks`` used
 before), ``stress`` (trained-like with outlier channels, :func:`benchmarks.weights.
 outlier_channels`), or a checkpoint file.
 """

@@ -148,8 +148,8 @@ def model_weights(
     """--checkpoint, or random weights saved to a temporary file.
 
     Random weights are made to behave like a trained network where int8 speed is concerned
-    (:func:`benchmarks.weights.trained_like_checkpoint`): He-normal convolutions and batch-norm
-    statistics re-estimated on the run's own faces (``inputs``: the avatar and up to 8 driving
+    (:func:`benchmarks.weights.trained_like_checkpoint`): He-normal convolutions, FOMM's
+    identity jacobian head and batch-norm scales measured on the run's own faces (``inputs``: the avatar and up to 8 driving
     frames), so activations are normalized as training leaves them. PyTorch's default
     initialisation with default statistics (what ``inputs=None`` gives, e.g. the server
     benchmark) shrinks activations layer by layer instead, and int8 timing depends on that
@@ -170,7 +170,8 @@ def model_weights(
         faces = np.concatenate([inputs.source[:1], inputs.driving[:8]]).astype(np.float32)
         state = trained_like_checkpoint(config, torch.from_numpy(faces), cfg.seed)
         note = (
-            "random He-normal weights, batch-norm statistics re-estimated on the run's avatar "
+            "random He-normal weights (FOMM's identity jacobian head), batch-norm scales "
+            "measured on the run's avatar "
             "and first 8 driving frames: activations are normalized as in a trained network, "
             "which int8 speed depends on (fp32 speed depends on the shapes only)"
         )

@@ -61,58 +61,80 @@ def write_outlier_checkpoint(source: Path, target: Path, k: float = 100.0) -> Pa
 
 
 def he_normal(model: Any, seed: int = 0) -> None:
-    """He-normal convolution weights (ReLU gain), zero biases, unit batch-norm affine: the
-    initialisation a trained FOMM started from (PyTorch's default is 3x smaller per layer)."""
+    """He-normal convolution weights (ReLU gain), zero biases: the initialisation a trained
+    FOMM started from (PyTorch's default is 3x smaller per layer). The keypoint detector's
+    jacobian head keeps FOMM's own initialisation (zero weights, identity bias), as training
+    starts from it: random jacobians far from identity turn every keypoint's local motion into
+    a random affine map (their inverses blow up), so the deformation leaves the avatar and the
+    output is chaotic, as no trained network is."""
     import torch
     from torch import nn
 
     generator = torch.Generator().manual_seed(seed)
+    jacobian_head = getattr(getattr(model, "kp_detector", None), "jacobian", None)
     for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            fan_in = (
-                module.in_channels
-                // module.groups
-                * module.kernel_size[0]
-                * (module.kernel_size[1])
-            )
-            std = (2.0 / fan_in) ** 0.5
-            with torch.no_grad():
-                module.weight.copy_(torch.randn(module.weight.shape, generator=generator) * std)
-                if module.bias is not None:
-                    module.bias.zero_()
+        if not isinstance(module, nn.Conv2d) or module is jacobian_head:
+            continue
+        fan_in = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+        std = (2.0 / fan_in) ** 0.5
+        with torch.no_grad():
+            module.weight.copy_(torch.randn(module.weight.shape, generator=generator) * std)
+            if module.bias is not None:
+                module.bias.zero_()
 
 
 def reestimate_batch_norm(model: Any, sources: Any, driving: Any) -> None:
-    """Batch-norm statistics measured on faces, as training leaves them: each layer's running
-    mean and variance become those of its input over ``driving`` (N x 3 x R x R in [0, 1])
-    animated from ``sources`` (M x 3 x R x R), so activations are normalized as in a trained
-    network instead of drifting (tiny or huge) through random layers. In training mode each
-    batch norm normalizes with the statistics of the frame itself, so every layer is measured
-    on normalized inputs in one pass."""
+    """Batch-norm scales measured on faces: each layer's running variance becomes the mean
+    square of its input over ``driving`` (N x 3 x R x R in [0, 1]) animated from ``sources``
+    (M x 3 x R x R), its running mean zero. Activations then keep about unit size through the
+    layers instead of shrinking or growing, as in a trained network, while ReLU still sees
+    mostly positive inputs. Centring too (the per-frame mean subtracted at every layer) makes
+    each ReLU cut its input in half at random: at vox-256 the output then swings with the
+    smallest change of the input (int8 rounding alone gave 11.5 dB), which no trained network
+    does."""
     import torch
     from torch import nn
 
     norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    squares: dict[nn.Module, list[torch.Tensor]] = {norm: [] for norm in norms}
+
+    def this_frame(norm: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        """Normalize by this frame's own mean square (as training mode normalizes by the
+        batch's statistics), so every layer is measured on rescaled inputs in one pass."""
+        square = inputs[0].double().square().mean(dim=(0, 2, 3))  # C
+        squares[norm].append(square)
+        norm.running_var.copy_(square.clamp_min(1e-12).float())
+
     for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None  # cumulative average over the frames seen
-        norm.train()  # FOMM.train() keeps eval mode; the batch norms themselves collect
+        norm.reset_running_stats()  # mean 0, variance 1
+    hooks = [norm.register_forward_pre_hook(this_frame) for norm in norms]
     try:
         with torch.no_grad():
-            for s in range(sources.shape[0]):
-                source = sources[s : s + 1]
-                kp_source = model.keypoints(source)
-                for d in range(driving.shape[0]):
-                    model.animate(source, kp_source, model.keypoints(driving[d : d + 1]))
+            _animate_all(model, sources, driving)
     finally:
+        for hook in hooks:
+            hook.remove()
+    with torch.no_grad():
         for norm in norms:
-            norm.eval()
+            if squares[norm]:
+                norm.running_var.copy_(torch.stack(squares[norm]).mean(0).clamp_min(1e-12).float())
+
+
+def _animate_all(model: Any, sources: Any, driving: Any) -> None:
+    """Run the network on every (source, driving frame) pair: sources M x 3 x R x R, driving
+    N x 3 x R x R."""
+    for s in range(sources.shape[0]):
+        source = sources[s : s + 1]
+        kp_source = model.keypoints(source)
+        for d in range(driving.shape[0]):
+            model.animate(source, kp_source, model.keypoints(driving[d : d + 1]))
 
 
 def trained_like_checkpoint(config: Any, faces: Any, seed: int = 0) -> dict[str, Any]:
-    """Random weights that behave like a trained network for speed: He-normal convolutions and
-    batch-norm statistics re-estimated on ``faces`` (K x 3 x R x R in [0, 1]; the first one
-    is the avatar, the rest drive it)."""
+    """Random weights that behave like a trained network for speed and int8 rounding: He-normal
+    convolutions, FOMM's identity jacobian head and batch-norm scales measured on ``faces``
+    (K x 3 x R x R in [0, 1]; the first one is the avatar, the rest drive it). Not an accuracy
+    model: the frames it makes are not faces."""
     from export.model import build_model
 
     model = build_model(config)

@@ -3,6 +3,7 @@ with the figures where it does not (a checkpoint with outlier activation channel
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -137,3 +138,29 @@ def test_scopes_keep_less_and_less_float(tiny_golden: Golden, tmp_path: Path) ->
     assert all("Conv" not in n or n in nncf for n in middle)  # only kp convolutions stay float
     with pytest.raises(ValueError, match="unknown int8 scope"):
         float_node_names(frame, "everything")
+
+
+def test_auto_tells_trained_like_weights_from_their_stress_copy(
+    tiny_golden: Golden, tmp_path: Path
+) -> None:
+    """The benchmark's trained-like random weights (identity jacobian head, batch-norm scales
+    measured on the golden faces) pass the int8 check; the same network with a few outlier
+    activation channels, an identical fp32 function, fails it and runs fp32."""
+    from benchmarks.int8_scopes import write_weights
+
+    config = load_config(tiny_golden.config, resolution=64)
+    faces = np.concatenate([tiny_golden.arrays["source"][None], tiny_golden.arrays["driving"]])
+    faces = np.ascontiguousarray(faces.transpose(0, 3, 1, 2), np.float32)  # N x 3 x R x R
+    chosen = {}
+    for kind in ("trained-like", "stress"):
+        checkpoint = write_weights(kind, config, faces, tmp_path, 0)
+        options = EngineOptions(
+            backend="openvino", precision="auto", cache_dir=tmp_path / f"cache-{kind}"
+        )
+        with create_engine(checkpoint, config, options, _frames(tiny_golden)) as engine:
+            chosen[kind] = (engine.precision, engine.selection_reason)
+    assert chosen["trained-like"][0] == "int8", chosen["trained-like"][1]
+    assert chosen["stress"][0] == "fp32", chosen["stress"][1]
+    assert "int8 failed its check" in chosen["stress"][1]
+    worst = re.search(r"PSNR [\d.]+ dB mean, ([\d.]+) dB worst", chosen["stress"][1])
+    assert worst is not None and float(worst[1]) < MIN_PSNR_DB - 10  # caught by a wide margin
