@@ -10,9 +10,10 @@ slow spell on a shared machine hits all alike; each variant's CPU share is recor
 Weights (``--weights``, comma-separated): ``trained-like`` (He-normal convolutions, FOMM's identity
 jacobian head, batch-norm scales measured on the faces:
 :func:`benchmarks.weights.trained_like_checkpoint`), ``he-normal`` (the same without the
-measured scales: default batch-norm statistics, activations grow layer by layer), ``default`` (PyTorch's initialisation, what ``python -m benchmarks`` used
-before), ``stress`` (trained-like with outlier channels, :func:`benchmarks.weights.
-outlier_channels`), or a checkpoint file.
+measured scales: default batch-norm statistics, activations grow layer by layer), ``default``
+(PyTorch's initialisation, what ``python -m benchmarks`` used before), ``stress``
+(trained-like with outlier channels, :func:`benchmarks.weights.outlier_channels`), or a
+checkpoint file.
 """
 
 from __future__ import annotations

@@ -149,10 +149,11 @@ def model_weights(
 
     Random weights are made to behave like a trained network where int8 speed is concerned
     (:func:`benchmarks.weights.trained_like_checkpoint`): He-normal convolutions, FOMM's
-    identity jacobian head and batch-norm scales measured on the run's own faces (``inputs``: the avatar and up to 8 driving
-    frames), so activations are normalized as training leaves them. PyTorch's default
-    initialisation with default statistics (what ``inputs=None`` gives, e.g. the server
-    benchmark) shrinks activations layer by layer instead, and int8 timing depends on that
+    identity jacobian head and batch-norm scales measured on the run's own faces (``inputs``:
+    the avatar and up to 8 driving frames), so activations are normalized as training leaves
+    them. PyTorch's default initialisation with default statistics (what ``inputs=None``
+    gives, e.g. the server benchmark) shrinks activations layer by layer instead, and int8
+    timing depends on that
     (README, "Why weights change int8 speed").
 
     Engines built from random weights are useless after the run, so unless --cache-dir is
