@@ -184,6 +184,7 @@ def contract_outputs(engine: Engine, golden: GoldenCase) -> dict[str, np.ndarray
     }
     if engine.io.jacobian:
         feeds["motion_jacobian"] = motion.jacobian
+        feeds["motion_jacobian_offset"] = motion.jacobian_offset
     add("run:kp_abs_prediction[1]", _hwc(engine.run("frame", feeds)["prediction"]))
     add("after-run:prediction[-1]", _hwc(engine.animate(_nchw(a["driving"][-1])).prediction))
     engine.set_motion(motion)

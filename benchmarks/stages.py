@@ -79,6 +79,9 @@ class TorchStages:
             self.scale = self._device(motion.scale)
             self.offset = self._device(motion.offset)
             self.transfer = None if motion.jacobian is None else self._device(motion.jacobian)
+            self.transfer_offset = (
+                None if motion.jacobian_offset is None else self._device(motion.jacobian_offset)
+            )
 
     @staticmethod
     def _host(tensor: torch.Tensor | None) -> np.ndarray | None:
@@ -98,7 +101,12 @@ class TorchStages:
             kp_driving, jac_driving = self.model.kp_detector(driving)
             keypoints_done = clock.now()
             kp_new, jac_new = apply_motion(
-                kp_driving, jac_driving, self.scale, self.offset, self.transfer
+                kp_driving,
+                jac_driving,
+                self.scale,
+                self.offset,
+                self.transfer,
+                self.transfer_offset,
             )
             self.model.generator.decode(
                 self.features, self.small, kp_new, jac_new, self.kp_source, self.jac_source

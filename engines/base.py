@@ -32,6 +32,7 @@ from export.iospec import (
     DRIVING_JACOBIAN,
     DRIVING_KP,
     MOTION_JACOBIAN,
+    MOTION_JACOBIAN_OFFSET,
     MOTION_OFFSET,
     MOTION_SCALE,
     PREDICTION,
@@ -160,7 +161,8 @@ class Engine(ABC):
         )
 
     def set_motion(self, motion: MotionTransfer) -> None:
-        """Upload the motion transfer (once per avatar or reference frame change)."""
+        """Upload the motion transfer (when the avatar or the reference frame changes; per frame
+        only while the live loop smooths the motion)."""
         self._check_open()
         frame = self.io.frame
         self._state[MOTION_SCALE] = self._to_device(
@@ -174,6 +176,10 @@ class Engine(ABC):
                 raise EngineError("this model has jacobians; the motion transfer has none")
             self._state[MOTION_JACOBIAN] = self._to_device(
                 MOTION_JACOBIAN, self._check_array(frame, MOTION_JACOBIAN, motion.jacobian)
+            )
+            self._state[MOTION_JACOBIAN_OFFSET] = self._to_device(
+                MOTION_JACOBIAN_OFFSET,
+                self._check_array(frame, MOTION_JACOBIAN_OFFSET, motion.jacobian_offset),
             )
 
     def animate(self, driving: np.ndarray) -> FrameResult:

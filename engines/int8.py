@@ -37,6 +37,7 @@ from export.iospec import (
     AVATAR_SMALL,
     DRIVING,
     MOTION_JACOBIAN,
+    MOTION_JACOBIAN_OFFSET,
     MOTION_OFFSET,
     MOTION_SCALE,
     ModelIO,
@@ -184,6 +185,7 @@ def calibration_samples(
         if jac:
             feeds[AVATAR_JACOBIAN] = state[AVATAR_JACOBIAN]
             feeds[MOTION_JACOBIAN] = np.asarray(motion.jacobian, np.float32)
+            feeds[MOTION_JACOBIAN_OFFSET] = np.asarray(motion.jacobian_offset, np.float32)
         samples.append({n: feeds[n] for n in io.frame.input_names})
     return samples
 

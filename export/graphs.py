@@ -14,6 +14,7 @@ from .iospec import (
     AVATAR_SMALL,
     DRIVING,
     MOTION_JACOBIAN,
+    MOTION_JACOBIAN_OFFSET,
     MOTION_OFFSET,
     MOTION_SCALE,
     ModelIO,
@@ -58,6 +59,7 @@ class FrameGraph(nn.Module):
             feeds[MOTION_SCALE],
             feeds[MOTION_OFFSET],
             feeds.get(MOTION_JACOBIAN),
+            feeds.get(MOTION_JACOBIAN_OFFSET),
         )
         prediction, _ = self.model.generator.decode(
             feeds[AVATAR_FEATURES],

@@ -27,9 +27,12 @@ AVATAR_SMALL = "avatar_small"  # B x C x h x w avatar at the dense motion scale
 AVATAR_KP = "avatar_kp"  # B x K x 2 avatar keypoints
 AVATAR_JACOBIAN = "avatar_jacobian"  # B x K x 2 x 2 avatar jacobians
 DRIVING = "driving"  # B x C x H x W driving frame in [0, 1]
-MOTION_SCALE = "motion_scale"  # B x 1 x 1 adapt-scale factor
+MOTION_SCALE = "motion_scale"  # B x K x 1 per-keypoint factor on the driving keypoints
 MOTION_OFFSET = "motion_offset"  # B x K x 2 keypoint offset (src - ref * s)
 MOTION_JACOBIAN = "motion_jacobian"  # B x K x 2 x 2 jacobian transfer inv(J_ref) @ J_src
+MOTION_JACOBIAN_OFFSET = "motion_jacobian_offset"  # B x K x 2 x 2 added after the transfer
+#: The frame graph's motion inputs (see :mod:`export.motion`), in graph order.
+MOTION_INPUTS = (MOTION_SCALE, MOTION_OFFSET, MOTION_JACOBIAN, MOTION_JACOBIAN_OFFSET)
 PREDICTION = "prediction"  # B x C x H x W animated frame in [0, 1]
 DRIVING_KP = "driving_kp"  # B x K x 2 driving keypoints (raw, before motion transfer)
 DRIVING_JACOBIAN = "driving_jacobian"  # B x K x 2 x 2 driving jacobians
@@ -107,9 +110,10 @@ def model_io(config: ModelConfig, resolution: int | None = None, batch: int = 1)
     ]
     if config.estimate_jacobian:
         state.append(TensorSpec(AVATAR_JACOBIAN, (batch, k, 2, 2)))
-    motion = [TensorSpec(MOTION_SCALE, (batch, 1, 1)), TensorSpec(MOTION_OFFSET, (batch, k, 2))]
+    motion = [TensorSpec(MOTION_SCALE, (batch, k, 1)), TensorSpec(MOTION_OFFSET, (batch, k, 2))]
     if config.estimate_jacobian:
         motion.append(TensorSpec(MOTION_JACOBIAN, (batch, k, 2, 2)))
+        motion.append(TensorSpec(MOTION_JACOBIAN_OFFSET, (batch, k, 2, 2)))
     frame_out = [
         TensorSpec(PREDICTION, (batch, c, size, size)),
         TensorSpec(DRIVING_KP, (batch, k, 2)),

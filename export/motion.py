@@ -11,6 +11,16 @@ folded once into a :class:`MotionTransfer` (scale, offset = src - ref * s,
 jacobian transfer = inv(J_ref) @ J_src); per frame only ``drv * s + offset`` and
 ``J_drv @ transfer`` remain. Absolute motion is the same map with s = 1, offset = 0 and an
 identity transfer, so one per-frame graph serves both modes.
+
+The per-frame map the graph applies is affine in the driving keypoints and jacobians:
+
+    value    = drv * scale + offset              scale B x K x 1 (one factor per keypoint)
+    jacobian = J_drv @ transfer + jacobian_offset
+
+With one scale for every keypoint and a zero jacobian offset this is the motion above. The
+per-keypoint scale and the jacobian offset let the live loop blend each frame's keypoints with
+their smoothed history inside the graph (``live.smoothing``): drv * a + prev * (1 - a) is affine
+in drv too.
 """
 
 from __future__ import annotations
@@ -24,11 +34,19 @@ from torch import Tensor
 
 @dataclass(frozen=True)
 class MotionTransfer:
-    """Per-frame keypoints = driving * scale + offset; jacobians = J_driving @ jacobian."""
+    """Per-frame keypoints = driving * scale + offset;
+    jacobians = J_driving @ jacobian + jacobian_offset."""
 
-    scale: np.ndarray  # B x 1 x 1 float32, the adapt-scale factor s
+    scale: np.ndarray  # B x K x 1 float32, the adapt-scale factor s of each keypoint
     offset: np.ndarray  # B x K x 2 float32, src - ref * s (zero for absolute motion)
     jacobian: np.ndarray | None  # B x K x 2 x 2 float32, inv(J_ref) @ J_src; None without jacobians
+    # B x K x 2 x 2 float32 added to the transferred jacobians (zero but while smoothing);
+    # None without jacobians.
+    jacobian_offset: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.jacobian is not None and self.jacobian_offset is None:
+            object.__setattr__(self, "jacobian_offset", np.zeros_like(self.jacobian))
 
     @property
     def num_kp(self) -> int:
@@ -89,9 +107,9 @@ def relative_motion(
     """
     src = np.asarray(kp_source, dtype=np.float64)
     ref = np.asarray(kp_reference, dtype=np.float64)
-    batch = src.shape[0]
+    batch, num_kp = src.shape[:2]
     s = hull_scale(src, ref) if adapt_scale else 1.0
-    scale = np.full((batch, 1, 1), s, dtype=np.float64)
+    scale = np.full((batch, num_kp, 1), s, dtype=np.float64)
     offset = src - ref * scale
     jacobian = None
     if jac_source is not None and jac_reference is not None:
@@ -106,7 +124,7 @@ def absolute_motion(num_kp: int, jacobian: bool = True, batch: int = 1) -> Motio
     """The identity map: the driving keypoints are fed to the generator unchanged."""
     eye = np.broadcast_to(np.eye(2, dtype=np.float32), (batch, num_kp, 2, 2)).copy()
     return MotionTransfer(
-        scale=np.ones((batch, 1, 1), np.float32),
+        scale=np.ones((batch, num_kp, 1), np.float32),
         offset=np.zeros((batch, num_kp, 2), np.float32),
         jacobian=eye if jacobian else None,
     )
@@ -118,12 +136,13 @@ def apply_motion(
     scale: Tensor,
     offset: Tensor,
     jacobian: Tensor | None,
+    jacobian_offset: Tensor | None,
 ) -> tuple[Tensor, Tensor | None]:
-    """Per-frame half of the motion: (drv * s + offset, J_drv @ transfer).
+    """Per-frame half of the motion: (drv * s + offset, J_drv @ transfer + jacobian offset).
 
-    kp_driving: B x K x 2, scale: B x 1 x 1, offset: B x K x 2, jacobians B x K x 2 x 2.
+    kp_driving: B x K x 2, scale: B x K x 1, offset: B x K x 2, jacobians B x K x 2 x 2.
     """
-    value = kp_driving * scale + offset
-    if jac_driving is None or jacobian is None:
+    value = kp_driving * scale + offset  # B x K x 2
+    if jac_driving is None or jacobian is None or jacobian_offset is None:
         return value, jac_driving
-    return value, torch.matmul(jac_driving, jacobian)
+    return value, torch.matmul(jac_driving, jacobian) + jacobian_offset  # B x K x 2 x 2

@@ -200,7 +200,8 @@ def sample_inputs(model: FOMM, io: ModelIO, seed: int = 0) -> dict[str, tuple[Te
 
     The avatar, driving and reference frames are smooth random images; the avatar state is
     what the float32 avatar graph computes; the motion transfer is the relative motion from
-    the reference frame's keypoints to the avatar's (adapt-scale on), as in the live loop.
+    the reference frame's keypoints to the avatar's (adapt-scale on), as in the live loop,
+    with a small jacobian offset.
     """
     generator = torch.Generator().manual_seed(seed)
     shape = io.avatar.inputs[0].shape
@@ -221,6 +222,9 @@ def sample_inputs(model: FOMM, io: ModelIO, seed: int = 0) -> dict[str, tuple[Te
     motion_inputs = [torch.from_numpy(motion.scale), torch.from_numpy(motion.offset)]
     if io.jacobian and motion.jacobian is not None:
         motion_inputs.append(torch.from_numpy(motion.jacobian))
+        # Non-zero (as while smoothing), so a check of the exported graph sees the addition.
+        offset = 0.05 * torch.randn(motion.jacobian.shape, generator=generator)
+        motion_inputs.append(offset.to(torch.float32))
     frame = (driving, *(t.clone() for t in state), *motion_inputs)
     if len(frame) != len(io.frame.inputs):
         raise ExportError(

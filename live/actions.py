@@ -11,7 +11,8 @@ import logging
 from typing import TYPE_CHECKING
 
 from .animator import MOTION_SCALE_RANGE
-from .controls import MOTION_SCALE_STEP, Action
+from .controls import MOTION_SCALE_STEP, SMOOTHING_STEP, Action
+from .smoothing import SMOOTHING_RANGE
 
 if TYPE_CHECKING:
     from .loop import LiveLoop
@@ -55,21 +56,57 @@ def apply_action(loop: LiveLoop, action: Action, value: object = None) -> None:
         log.info("paused" if policy.paused else "resumed")
     elif action in (Action.MOTION_STRONGER, Action.MOTION_WEAKER, Action.SET_MOTION_SCALE):
         _set_motion_scale(loop, action, value)
+    elif action in (
+        Action.SMOOTHING_STRONGER,
+        Action.SMOOTHING_WEAKER,
+        Action.SET_MOTION_SMOOTHING,
+    ):
+        _set_motion_smoothing(loop, action, value)
     elif action is Action.ADD_AVATAR and value is not None:
         loop.avatars.append(value)  # type: ignore[arg-type]  (the policy's list too)
     elif action is Action.SET_MARKER and callable(value):
         loop.marker = value
 
 
+def _stepped(
+    current: float, action: Action, value: object, setter: Action, up: Action, step: float
+) -> float | None:
+    """The new setting: ``value`` for the set action, else ``current`` one step up or down;
+    None when a set action came without a number."""
+    if action is setter:
+        return float(value) if isinstance(value, int | float) else None
+    return round(current + (step if action is up else -step), 6)
+
+
 def _set_motion_scale(loop: LiveLoop, action: Action, value: object) -> None:
     low, high = MOTION_SCALE_RANGE
-    if action is Action.SET_MOTION_SCALE:
-        if not isinstance(value, int | float):
-            return
-        scale = float(value)
-    else:
-        step = MOTION_SCALE_STEP if action is Action.MOTION_STRONGER else -MOTION_SCALE_STEP
-        scale = round(loop.motion_scale + step, 6)
+    scale = _stepped(
+        loop.motion_scale,
+        action,
+        value,
+        Action.SET_MOTION_SCALE,
+        Action.MOTION_STRONGER,
+        MOTION_SCALE_STEP,
+    )
+    if scale is None:
+        return
     scale = min(high, max(low, scale))
     loop.policy.set_motion_scale(scale)
     log.info("motion strength x%.1f", scale)
+
+
+def _set_motion_smoothing(loop: LiveLoop, action: Action, value: object) -> None:
+    low, high = SMOOTHING_RANGE
+    strength = _stepped(
+        loop.motion_smoothing,
+        action,
+        value,
+        Action.SET_MOTION_SMOOTHING,
+        Action.SMOOTHING_STRONGER,
+        SMOOTHING_STEP,
+    )
+    if strength is None:
+        return
+    strength = min(high, max(low, strength))
+    loop.policy.set_motion_smoothing(strength)
+    log.info("motion smoothing %s", f"{strength:.1f}" if strength > 0 else "off")

@@ -2,12 +2,15 @@
 
 Work that does not change per frame happens once: the avatar is encoded by
 :meth:`Animator.set_avatar`, and the motion transfer (reference keypoints, hull scale) is
-computed by :meth:`Animator.calibrate`, only when the avatar or the reference changes.
+computed by :meth:`Animator.calibrate`, only when the avatar or the reference changes. With
+motion smoothing on (:mod:`live.smoothing`) a small motion upload (a few hundred bytes) goes
+with every frame.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -17,6 +20,7 @@ from engines.frames import image_to_input, output_to_image
 from export.motion import MotionTransfer, absolute_motion, relative_motion
 
 from .errors import SettingError
+from .smoothing import KeypointSmoother, check_strength
 
 #: The range of --motion-scale.
 MOTION_SCALE_RANGE = (0.0, 3.0)
@@ -31,8 +35,12 @@ class MotionOptions:
     # Motion strength (relative motion): the keypoints' change from the reference pose is
     # multiplied by it; 1 as trained, below 1 calmer, above 1 exaggerated.
     scale: float = 1.0
+    # Keypoint smoothing, 0-1 (live.smoothing): 0 off; higher steadies a shaky face more and
+    # lags more behind quick movements.
+    smoothing: float = 0.0
 
     def __post_init__(self) -> None:
+        check_strength(self.smoothing)
         low, high = MOTION_SCALE_RANGE
         if not (isinstance(self.scale, int | float) and math.isfinite(self.scale)) or not (
             low <= self.scale <= high
@@ -73,6 +81,8 @@ class Animator:
         self._avatar_kp: KeypointArrays | None = None
         self._rest: np.ndarray | None = None
         self._reference: KeypointArrays | None = None
+        self._transfer: MotionTransfer | None = None  # the motion before smoothing
+        self._smoother = KeypointSmoother(motion.smoothing)
 
     @property
     def resolution(self) -> int:
@@ -115,8 +125,10 @@ class Animator:
         self._update_motion()
 
     def reset_calibration(self) -> None:
-        """Forget the reference: the next frame becomes the new one."""
+        """Forget the reference: the next frame becomes the new one. The smoothing history
+        goes too (a mirror toggle or a new pose must not blend with the old keypoints)."""
         self._reference = None
+        self._smoother.reset()
         self._update_motion()
 
     def set_motion_scale(self, scale: float) -> None:
@@ -124,6 +136,20 @@ class Animator:
         motion = replace(self.motion, scale=float(scale))  # validates
         self._update_motion(motion)
         self.motion = motion
+
+    def set_motion_smoothing(self, strength: float) -> None:
+        """Change the keypoint smoothing (see :class:`MotionOptions`)."""
+        motion = replace(self.motion, smoothing=float(strength))  # validates
+        if motion.smoothing == 0.0 and self._transfer is not None:
+            self.engine.set_motion(self._transfer)  # back to the motion without a blend
+        self._smoother.set_strength(motion.smoothing)
+        self.motion = motion
+
+    @property
+    def smoothed_keypoints(self) -> KeypointArrays | None:
+        """The driving keypoints the generator got last, before the motion transfer, while
+        smoothing is on; None otherwise."""
+        return self._smoother.smoothed if self._smoother.active else None
 
     def _update_motion(self, motion: MotionOptions | None = None) -> None:
         engine = self.engine
@@ -140,20 +166,41 @@ class Animator:
         else:
             transfer = absolute_motion(engine.io.num_kp, engine.io.jacobian, engine.io.batch)
         engine.set_motion(transfer)
+        self._transfer = transfer
 
-    def animate(self, crop: np.ndarray, out: np.ndarray | None = None) -> AnimatedFrame:
-        """Animate the avatar with one driving crop (R x R x 3 uint8).
+    def animate(
+        self, crop: np.ndarray, out: np.ndarray | None = None, pts: float | None = None
+    ) -> AnimatedFrame:
+        """Animate the avatar with one driving crop (R x R x 3 uint8) captured at ``pts``
+        (seconds on the source's clock; default: now, for smoothing).
 
         In relative mode the first frame after (re)calibration becomes the reference.
         """
         if self._avatar_kp is None:
             raise RuntimeError("set_avatar() must be called before animate()")
-        result = self.engine.animate(image_to_input(crop, self._input))
-        if not self.calibrated:
-            self.calibrate(result.driving)
-            result = self.engine.animate(self._input)
+        smoother = self._smoother
+        if not smoother.active:
+            result = self.engine.animate(image_to_input(crop, self._input))
+            if not self.calibrated:
+                self.calibrate(result.driving)
+                result = self.engine.animate(self._input)
+        else:
+            time_s = time.monotonic() if pts is None else float(pts)
+            io = self.engine.io
+            weights = smoother.weights(time_s, (io.batch, io.num_kp))  # B x K x 1
+            result = self._smoothed_call(image_to_input(crop, self._input), weights)
+            if not self.calibrated:
+                self.calibrate(result.driving)
+                result = self._smoothed_call(self._input, weights)
+            smoother.update(result.driving, time_s, weights)
         image = output_to_image(result.prediction, out, self._scratch)
         return AnimatedFrame(image, result.driving)
+
+    def _smoothed_call(self, driving: np.ndarray, weights: np.ndarray):
+        """One engine call with the motion blended with the smoothing history."""
+        if self._transfer is not None:
+            self.engine.set_motion(self._smoother.transfer(self._transfer, weights))
+        return self.engine.animate(driving)
 
 
 def _scaled(

@@ -268,6 +268,15 @@ def build_parser() -> argparse.ArgumentParser:
         "(1 as trained, default; lower is calmer and hides keypoint jitter but mutes "
         "expressions; higher exaggerates them and distorts sooner); keys - and +",
     )
+    motion.add_argument(
+        "--motion-smoothing",
+        type=float,
+        default=MotionOptions.smoothing,
+        metavar="S",
+        help="keypoint smoothing, 0-1 (a One Euro filter on the driving keypoints): 0 off "
+        "(default), 0.5 steadies a face that shakes in low light, 1 the steadiest; higher "
+        "lags more behind quick movements; keys , and .",
+    )
     parser.add_argument(
         "--doctor",
         action="store_true",
@@ -578,7 +587,10 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
         ),
         engine=_engine_options(args),
         motion=MotionOptions(
-            relative=args.relative, adapt_scale=args.adapt_scale, scale=args.motion_scale
+            relative=args.relative,
+            adapt_scale=args.adapt_scale,
+            scale=args.motion_scale,
+            smoothing=args.motion_smoothing,
         ),
         loop=LoopOptions(mirror=args.mirror, best_frame=args.best_frame, no_face=args.no_face),
         marking=_marking_options(args),

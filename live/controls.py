@@ -27,6 +27,9 @@ class Action(Enum):
     MOTION_STRONGER = "motion_stronger"  # motion strength + MOTION_SCALE_STEP
     MOTION_WEAKER = "motion_weaker"  # motion strength - MOTION_SCALE_STEP
     SET_MOTION_SCALE = "set_motion_scale"  # comes with the strength (a float)
+    SMOOTHING_STRONGER = "smoothing_stronger"  # keypoint smoothing + SMOOTHING_STEP
+    SMOOTHING_WEAKER = "smoothing_weaker"  # keypoint smoothing - SMOOTHING_STEP
+    SET_MOTION_SMOOTHING = "set_motion_smoothing"  # comes with the smoothing (a float, 0-1)
     ADD_AVATAR = "add_avatar"  # comes with a live.pipeline.PreparedAvatar (the control page)
     SET_MARKER = "set_marker"  # comes with a new live.marking.FrameMarker (another label)
     QUIT = "quit"
@@ -34,6 +37,8 @@ class Action(Enum):
 
 #: How much one key press changes the motion strength.
 MOTION_SCALE_STEP = 0.1
+#: How much one key press changes the keypoint smoothing.
+SMOOTHING_STEP = 0.1
 
 
 _SPECIAL_KEYS = {"Esc": 27, "Space": 32}
@@ -67,6 +72,8 @@ KEY_BINDINGS: tuple[KeyBinding, ...] = (
     KeyBinding(("p", "Space"), Action.TOGGLE_PAUSE, "pause/resume"),
     KeyBinding(("=", "+"), Action.MOTION_STRONGER, "stronger motion (--motion-scale + 0.1)"),
     KeyBinding(("-",), Action.MOTION_WEAKER, "weaker motion (--motion-scale - 0.1)"),
+    KeyBinding((".",), Action.SMOOTHING_STRONGER, "steadier motion (--motion-smoothing + 0.1)"),
+    KeyBinding((",",), Action.SMOOTHING_WEAKER, "quicker motion (--motion-smoothing - 0.1)"),
     KeyBinding(("q", "Esc"), Action.QUIT, "quit"),
 )
 

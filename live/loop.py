@@ -201,6 +201,10 @@ class LiveLoop:
     def motion_scale(self) -> float:
         return self.animator.motion.scale
 
+    @property
+    def motion_smoothing(self) -> float:
+        return self.animator.motion.smoothing
+
     def _apply(self, action: Action, value: object) -> None:
         try:
             apply_action(self, action, value)
@@ -300,7 +304,9 @@ class LiveLoop:
 
     def _process(self, job: _Job) -> None:
         start = time.perf_counter()
-        shown = self.policy.frame(job.crop.image, holding=job.crop.status == "holding")
+        shown = self.policy.frame(
+            job.crop.image, holding=job.crop.status == "holding", pts=job.frame.pts
+        )
         animated = time.perf_counter()
         image = shown.image
         if self.marker is not None:
@@ -308,6 +314,7 @@ class LiveLoop:
         marked = time.perf_counter()
         self._last_marked, self._last_pts = image, job.frame.pts
         self._stats.values["motion scale"] = self.motion_scale
+        self._stats.values["motion smoothing"] = self.motion_smoothing
         # What the engine says of itself (the int8 switch: "optimizing for this CPU").
         engine_status = getattr(getattr(self.animator, "engine", None), "status", "")
         self._send(

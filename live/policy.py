@@ -103,14 +103,21 @@ class FramePolicy:
         """Motion strength (see :class:`~live.animator.MotionOptions`)."""
         self.animator.set_motion_scale(scale)
 
+    def set_motion_smoothing(self, strength: float) -> None:
+        """Keypoint smoothing (see :class:`~live.animator.MotionOptions`)."""
+        self.animator.set_motion_smoothing(strength)
+
     # --- frames ---------------------------------------------------------------------------
 
     def rest(self, status: str) -> Shown:
         return Shown(self.animator.rest_image, status, from_engine=False)
 
-    def frame(self, crop: np.ndarray | None, holding: bool = False) -> Shown:
+    def frame(
+        self, crop: np.ndarray | None, holding: bool = False, pts: float | None = None
+    ) -> Shown:
         """What to show for one frame: ``crop`` is its R x R x 3 driving crop, None when no
-        face was found; ``holding`` when the crop is the last face position held."""
+        face was found; ``holding`` when the crop is the last face position held; ``pts``
+        its capture time in seconds (the motion smoothing's clock)."""
         if not self._avatar_set:
             return self._retry_avatar()
         if self.paused:
@@ -120,7 +127,7 @@ class FramePolicy:
                 return Shown(self._last_output, "no face: holding the last frame", True)
             return self.rest("no face: showing the avatar at rest")
         try:
-            animated = self.animator.animate(crop, self._out)
+            animated = self.animator.animate(crop, self._out, pts)
             if self.best_frame and self._avatar_norm is not None:
                 self._best_frame(animated.keypoints)
         except EngineUnavailable as exc:  # a remote server reconnecting: keep the loop alive

@@ -80,6 +80,8 @@ def _format_stats(stats: Mapping[str, float]) -> list[str]:
             lines.append(f"FPS {value:.1f}")
         elif key == "motion scale":
             lines.append(f"motion x{value:.1f}")
+        elif key == "motion smoothing":
+            lines.append(f"smoothing {value:.1f}" if value > 0 else "smoothing off")
         else:
             lines.append(f"{key} {value:.1f} ms")
     return lines

@@ -38,7 +38,7 @@ import numpy as np
 
 from .imageheader import image_size
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: motion_scale per keypoint (1 x K x 1), motion_jacobian_offset
 MAGIC = b"AVCM"
 HEADER = struct.Struct("<4sBBHII")  # magic, version, type, reserved, sequence, meta length
 MAX_META_BYTES = 64 * 1024  # a meta larger than this is malformed

@@ -26,6 +26,7 @@ from export.iospec import (
     DRIVING_KP,
     FRAME_GRAPH,
     MOTION_JACOBIAN,
+    MOTION_JACOBIAN_OFFSET,
     MOTION_OFFSET,
     MOTION_SCALE,
     PREDICTION,
@@ -45,7 +46,7 @@ class SessionState:
     """What a replica keeps for one session: the encoded avatar and the motion transfer."""
 
     avatar: dict[str, np.ndarray]  # avatar-graph outputs by name, each 1 x ...
-    motion: dict[str, np.ndarray]  # motion_scale, motion_offset[, motion_jacobian], each 1 x ...
+    motion: dict[str, np.ndarray]  # motion_scale, motion_offset[, jacobian parts], 1 x ...
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,7 @@ def motion_arrays(motion) -> dict[str, np.ndarray]:
     arrays = {MOTION_SCALE: motion.scale, MOTION_OFFSET: motion.offset}
     if motion.jacobian is not None:
         arrays[MOTION_JACOBIAN] = motion.jacobian
+        arrays[MOTION_JACOBIAN_OFFSET] = motion.jacobian_offset
     return {name: np.ascontiguousarray(a, np.float32) for name, a in arrays.items()}
 
 

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 
 import numpy as np
 
-from export.iospec import AVATAR_JACOBIAN, AVATAR_KP, MOTION_JACOBIAN, MOTION_OFFSET, MOTION_SCALE
+from export.iospec import AVATAR_JACOBIAN, AVATAR_KP, MOTION_INPUTS
 
 from .identity import io_to_json
 from .protocol import (
@@ -76,7 +76,7 @@ class Session:
         self._driving = {"driving": PartSpec((size, size, 3), "uint8", image=True)}
         self._motion = {
             name: PartSpec(io.frame.tensor(name).shape)
-            for name in (MOTION_SCALE, MOTION_OFFSET, MOTION_JACOBIAN)
+            for name in MOTION_INPUTS
             if name in io.frame.input_names
         }
 

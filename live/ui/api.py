@@ -23,11 +23,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from ..animator import MOTION_SCALE_RANGE
 from ..controls import KEY_BINDINGS, Action
 from ..errors import SettingError
 from ..framing import FramingConfig
 from ..loop import LiveLoop
 from ..marking import FrameMarker, MarkingOptions
+from ..smoothing import SMOOTHING_RANGE
 from .bridge import VIEWS, FrameBridge, stats_for_page
 from .uploads import MAX_UPLOAD_BYTES, UploadRefused, check_photo, save_photo, too_big_message
 
@@ -156,6 +158,7 @@ class ControlApi:
                 "mirror": loop.mirror,
                 "best_frame": loop.best_frame,
                 "motion_scale": round(loop.motion_scale, 3),
+                "motion_smoothing": round(loop.motion_smoothing, 3),
                 "label": self.label,
                 "engine": info.engine,
                 "camera": {**info.camera, "status": camera_status},
@@ -256,10 +259,23 @@ class ControlApi:
         body = await _json(request)
         if isinstance(body, Response):
             return body
-        scale = body.get("scale") if isinstance(body, dict) else None
-        if not isinstance(scale, int | float) or isinstance(scale, bool) or scale != scale:
-            return _error('expected {"scale": X} with X from 0 to 3', 400)
-        self.loop.post(Action.SET_MOTION_SCALE, float(scale))
+        expected = 'expected {"scale": X} with X from 0 to 3 and/or {"smoothing": Y} from 0 to 1'
+        if not isinstance(body, dict) or not body or set(body) - {"scale", "smoothing"}:
+            return _error(expected, 400)
+        settings = {}
+        for name, (low, high) in (("scale", MOTION_SCALE_RANGE), ("smoothing", SMOOTHING_RANGE)):
+            if name not in body:
+                continue
+            value = body[name]
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                return _error(expected, 400)
+            if not low <= value <= high:  # also refuses NaN
+                return _error(expected, 400)
+            settings[name] = float(value)
+        if "scale" in settings:
+            self.loop.post(Action.SET_MOTION_SCALE, settings["scale"])
+        if "smoothing" in settings:
+            self.loop.post(Action.SET_MOTION_SMOOTHING, settings["smoothing"])
         return JSONResponse({"ok": True})
 
     async def set_label(self, request: Request) -> Response:

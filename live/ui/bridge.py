@@ -262,6 +262,10 @@ class FrameBridge:
 
 def stats_for_page(stats: Mapping[str, float]) -> tuple[float | None, dict[str, float]]:
     """(fps, per-stage milliseconds) from the loop's stats."""
-    stages = {k: round(v, 2) for k, v in stats.items() if k not in ("fps", "motion scale")}
+    stages = {
+        k: round(v, 2)
+        for k, v in stats.items()
+        if k not in ("fps", "motion scale", "motion smoothing")
+    }
     fps = stats.get("fps")
     return (None if fps is None else round(fps, 2)), stages

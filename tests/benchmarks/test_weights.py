@@ -89,6 +89,7 @@ def test_trained_like_motion_stays_on_the_source(tiny_golden: Golden) -> None:
                 torch.from_numpy(transfer.scale),
                 torch.from_numpy(transfer.offset),
                 torch.from_numpy(transfer.jacobian),
+                torch.from_numpy(transfer.jacobian_offset),
             )
             grid = model.animate(source, kp_source, Keypoints(value, jacobian)).motion.deformation
             identity = make_coordinate_grid(grid.shape[1], grid.shape[2], grid.dtype, grid.device)

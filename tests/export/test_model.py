@@ -52,6 +52,7 @@ def run(golden: Golden):
             torch.from_numpy(motion.scale),
             torch.from_numpy(motion.offset),
             torch.from_numpy(motion.jacobian),
+            torch.from_numpy(motion.jacobian_offset),
         )
         src_t = Keypoints(src.value.expand(t, -1, -1), src.jacobian.expand(t, -1, -1, -1))
         sources = source.expand(t, -1, -1, -1)

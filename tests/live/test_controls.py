@@ -47,7 +47,12 @@ def test_every_action_has_a_key() -> None:
     bound = {binding.action for binding in KEY_BINDINGS}
     # Actions that take a value (a motion strength, an avatar, a marker): a controller (the
     # control page, not a key) sends them.
-    assert bound == set(Action) - {Action.SET_MOTION_SCALE, Action.ADD_AVATAR, Action.SET_MARKER}
+    assert bound == set(Action) - {
+        Action.SET_MOTION_SCALE,
+        Action.SET_MOTION_SMOOTHING,
+        Action.ADD_AVATAR,
+        Action.SET_MARKER,
+    }
 
 
 def test_help_lists_every_binding() -> None:

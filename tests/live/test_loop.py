@@ -499,7 +499,9 @@ class SlowAnimator:
     def reset_calibration(self) -> None:
         pass
 
-    def animate(self, crop: np.ndarray, out: np.ndarray | None = None) -> AnimatedFrame:
+    def animate(
+        self, crop: np.ndarray, out: np.ndarray | None = None, pts: float | None = None
+    ) -> AnimatedFrame:
         before = crop.copy()
         self.animated.append(decode_index(before))
         time.sleep(self.delay)

@@ -44,6 +44,7 @@ class FakeAnimator:
         self.resets = 0
         self.avatar: np.ndarray | None = None
         self.output: np.ndarray | None = None  # what animate() returns; None: the crop
+        self.pts: float | None = None  # the capture time animate() got last
 
     def _check(self) -> None:
         if self.down:
@@ -63,10 +64,16 @@ class FakeAnimator:
 
     def set_motion_scale(self, scale: float) -> None:
         self._check()
-        self.motion = MotionOptions(scale=scale)
+        self.motion = MotionOptions(scale=scale, smoothing=self.motion.smoothing)
 
-    def animate(self, crop: np.ndarray, out: np.ndarray | None = None) -> AnimatedFrame:
+    def set_motion_smoothing(self, strength: float) -> None:
+        self.motion = MotionOptions(scale=self.motion.scale, smoothing=strength)
+
+    def animate(
+        self, crop: np.ndarray, out: np.ndarray | None = None, pts: float | None = None
+    ) -> AnimatedFrame:
         self._check()
+        self.pts = pts
         out = np.empty_like(crop) if out is None else out
         out[...] = crop if self.output is None else self.output
         return AnimatedFrame(out, KEYPOINTS)

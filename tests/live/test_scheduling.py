@@ -16,9 +16,9 @@ from tests.live.test_policy import FakeAnimator, _avatars
 
 
 class SlowAnimator(FakeAnimator):
-    def animate(self, crop, out=None):
+    def animate(self, crop, out=None, pts=None):
         time.sleep(0.08)  # 12 frames/s behind a 50 fps camera
-        return super().animate(crop, out)
+        return super().animate(crop, out, pts)
 
 
 class CountingCropper:

@@ -79,6 +79,9 @@ function controls(s) {
   $("motion-value").textContent = "x" + s.motion_scale.toFixed(1);
   $("motion-keys").textContent = `${s.keys.motion_weaker} / ${s.keys.motion_stronger}`;
   if (document.activeElement !== $("motion")) $("motion").value = s.motion_scale;
+  $("smoothing-value").textContent = s.motion_smoothing > 0 ? s.motion_smoothing.toFixed(1) : "off";
+  $("smoothing-keys").textContent = `${s.keys.smoothing_weaker} / ${s.keys.smoothing_stronger}`;
+  if (document.activeElement !== $("smoothing")) $("smoothing").value = s.motion_smoothing;
   if (document.activeElement !== $("label")) $("label").value = s.label || "";
 }
 
@@ -149,6 +152,7 @@ for (const button of document.querySelectorAll("button[data-post]")) {
   button.onclick = () => post(button.dataset.post);
 }
 $("motion").onchange = (e) => post("/api/motion", { scale: Number(e.target.value) });
+$("smoothing").onchange = (e) => post("/api/motion", { smoothing: Number(e.target.value) });
 $("label-set").onclick = () => post("/api/label", { text: $("label").value || null });
 $("file").onchange = (e) => { if (e.target.files[0]) upload(e.target.files[0]); };
 const drop = $("drop");

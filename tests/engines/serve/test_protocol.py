@@ -147,5 +147,5 @@ def test_error_messages_round_trip() -> None:
 def test_header_layout_is_stable() -> None:
     data = encode(MessageType.HELLO, {"transport": "png"}, seq=3)
     magic, version, kind, reserved, seq, meta_len = struct.unpack_from("<4sBBHII", data)
-    assert (magic, version, kind, reserved, seq) == (b"AVCM", 1, 1, 0, 3)
+    assert (magic, version, kind, reserved, seq) == (b"AVCM", 2, 1, 0, 3)
     assert json.loads(data[16 : 16 + meta_len]) == {"transport": "png", "parts": []}

@@ -32,14 +32,14 @@ def _message(kind: int, fields: dict, parts: list[tuple[str, np.ndarray]], seq: 
         for name, array in parts
     ]
     body = json.dumps(meta).encode()
-    header = b"AVCM" + struct.pack("<BBHII", 1, kind, 0, seq, len(body))
+    header = b"AVCM" + struct.pack("<BBHII", 2, kind, 0, seq, len(body))
     return header + body + b"".join(np.ascontiguousarray(a).tobytes() for _, a in parts)
 
 
 def _parse(data: bytes) -> tuple[int, int, dict, dict[str, np.ndarray]]:
     assert data[:4] == b"AVCM"
     version, kind, _, seq, meta_length = struct.unpack_from("<BBHII", data, 4)
-    assert version == 1
+    assert version == 2
     meta = json.loads(data[16 : 16 + meta_length])
     offset = 16 + meta_length
     parts = {}
@@ -75,11 +75,12 @@ def test_the_protocol_document_is_enough_for_a_client(server) -> None:
         assert kind == AVATAR_STATE and state["avatar_kp"].shape == (1, k, 2)
 
         motion = [
-            ("motion_scale", np.ones((1, 1, 1), np.float32)),
+            ("motion_scale", np.ones((1, k, 1), np.float32)),
             ("motion_offset", np.zeros((1, k, 2), np.float32)),
         ]
         if jacobian:
             motion.append(("motion_jacobian", np.tile(np.eye(2, dtype=np.float32), (1, k, 1, 1))))
+            motion.append(("motion_jacobian_offset", np.zeros((1, k, 2, 2), np.float32)))
         ws.send(_message(MOTION, {}, motion))  # no answer
 
         frames = []

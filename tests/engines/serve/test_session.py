@@ -55,6 +55,7 @@ def test_different_avatars_in_one_padded_batch_match_single_calls(runner: BatchR
         "motion_scale": motion.scale,
         "motion_offset": motion.offset,
         "motion_jacobian": motion.jacobian,
+        "motion_jacobian_offset": motion.jacobian_offset,
     }
     driving = [_uint8(golden.arrays["driving"][i]) for i in (1, 2, 3)]
     jobs = [FrameJob(s, d) for s, d in zip(states, driving, strict=True)]
@@ -139,13 +140,14 @@ def test_session_rejects_out_of_order_messages(runner: BatchRunner) -> None:
     small = np.zeros((32, 32, 3), np.uint8)
     bad = encode(MessageType.FRAME, images={"driving": (small, "raw")}, seq=1)
     _expect(session, bad, ErrorCode.SHAPE)
-    nan = np.full((1, 1, 1), np.nan, np.float32)
+    nan = np.full((1, 5, 1), np.nan, np.float32)
     motion = encode(
         MessageType.MOTION,
         arrays={
             "motion_scale": nan,
             "motion_offset": np.zeros((1, 5, 2), np.float32),
             "motion_jacobian": np.zeros((1, 5, 2, 2), np.float32),
+            "motion_jacobian_offset": np.zeros((1, 5, 2, 2), np.float32),
         },
     )
     _expect(session, motion, ErrorCode.MALFORMED)

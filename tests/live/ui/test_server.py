@@ -35,6 +35,7 @@ class _Loop:
         self.avatar_index = 0
         self.paused = self.mirror = self.best_frame = False
         self.motion_scale = 1.0
+        self.motion_smoothing = 0.0
         self.grabber = SimpleNamespace(status="ok")
         self.animator = SimpleNamespace(calibrated=True)
         self.outputs: list = []
@@ -102,11 +103,15 @@ def test_actions_reach_the_loop_only_from_the_page(server) -> None:
     assert _call(running, "POST", "/api/avatar", b"{nope", **own)[0] == 400
     assert _call(running, "POST", "/api/pause", b'{"on": false}', **own)[0] == 200  # already
     assert _call(running, "POST", "/api/motion", b'{"scale": 1.5}', **token)[0] == 200
+    assert _call(running, "POST", "/api/motion", b'{"smoothing": 0.5}', **own)[0] == 200
+    for bad in (b'{"smoothing": 1.5}', b'{"smoothing": true}', b'{"speed": 1}', b"{}"):
+        assert _call(running, "POST", "/api/motion", bad, **own)[0] == 400
     assert _call(running, "POST", "/api/label", b'{"text": "' + b"x" * 60 + b'"}', **own)[0] == 400
     assert loop.posted == [
         (Action.RECALIBRATE, None),
         (Action.SELECT_AVATAR, 1),
         (Action.SET_MOTION_SCALE, 1.5),
+        (Action.SET_MOTION_SMOOTHING, 0.5),
     ]
     assert _call(running, "POST", "/api/label", b'{"text": "AI"}', **own)[0] == 200
     assert loop.posted[-1][0] is Action.SET_MARKER
