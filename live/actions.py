@@ -8,6 +8,8 @@ animation thread, before the next frame.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .animator import MOTION_SCALE_RANGE
@@ -55,58 +57,67 @@ def apply_action(loop: LiveLoop, action: Action, value: object = None) -> None:
         policy.toggle_pause()
         log.info("paused" if policy.paused else "resumed")
     elif action in (Action.MOTION_STRONGER, Action.MOTION_WEAKER, Action.SET_MOTION_SCALE):
-        _set_motion_scale(loop, action, value)
+        _change(loop, _SETTINGS["scale"], action, value)
     elif action in (
         Action.SMOOTHING_STRONGER,
         Action.SMOOTHING_WEAKER,
         Action.SET_MOTION_SMOOTHING,
     ):
-        _set_motion_smoothing(loop, action, value)
+        _change(loop, _SETTINGS["smoothing"], action, value)
     elif action is Action.ADD_AVATAR and value is not None:
         loop.avatars.append(value)  # type: ignore[arg-type]  (the policy's list too)
     elif action is Action.SET_MARKER and callable(value):
         loop.marker = value
 
 
-def _stepped(
-    current: float, action: Action, value: object, setter: Action, up: Action, step: float
-) -> float | None:
-    """The new setting: ``value`` for the set action, else ``current`` one step up or down;
-    None when a set action came without a number."""
-    if action is setter:
-        return float(value) if isinstance(value, int | float) else None
-    return round(current + (step if action is up else -step), 6)
+@dataclass(frozen=True)
+class _Setting:
+    """A numeric motion control: set to a value, or stepped by keys, within a range."""
+
+    name: str  # for the log line
+    attribute: str  # the LiveLoop property that reads it
+    apply: str  # the FramePolicy method that sets it
+    limits: tuple[float, float]  # the range values are clamped to
+    step: float  # one key press
+    set_action: Action  # comes with the value
+    up: Action  # one step up; the third action of the setting steps down
+    shown: Callable[[float], str]  # the value as the log shows it
 
 
-def _set_motion_scale(loop: LiveLoop, action: Action, value: object) -> None:
-    low, high = MOTION_SCALE_RANGE
-    scale = _stepped(
-        loop.motion_scale,
-        action,
-        value,
+_SETTINGS = {
+    "scale": _Setting(
+        "motion strength",
+        "motion_scale",
+        "set_motion_scale",
+        MOTION_SCALE_RANGE,
+        MOTION_SCALE_STEP,
         Action.SET_MOTION_SCALE,
         Action.MOTION_STRONGER,
-        MOTION_SCALE_STEP,
-    )
-    if scale is None:
-        return
-    scale = min(high, max(low, scale))
-    loop.policy.set_motion_scale(scale)
-    log.info("motion strength x%.1f", scale)
-
-
-def _set_motion_smoothing(loop: LiveLoop, action: Action, value: object) -> None:
-    low, high = SMOOTHING_RANGE
-    strength = _stepped(
-        loop.motion_smoothing,
-        action,
-        value,
+        lambda value: f"x{value:.1f}",
+    ),
+    "smoothing": _Setting(
+        "motion smoothing",
+        "motion_smoothing",
+        "set_motion_smoothing",
+        SMOOTHING_RANGE,
+        SMOOTHING_STEP,
         Action.SET_MOTION_SMOOTHING,
         Action.SMOOTHING_STRONGER,
-        SMOOTHING_STEP,
-    )
-    if strength is None:
-        return
-    strength = min(high, max(low, strength))
-    loop.policy.set_motion_smoothing(strength)
-    log.info("motion smoothing %s", f"{strength:.1f}" if strength > 0 else "off")
+        lambda value: f"{value:.1f}" if value > 0 else "off",
+    ),
+}
+
+
+def _change(loop: LiveLoop, setting: _Setting, action: Action, value: object) -> None:
+    """Set ``setting`` to ``value`` (its set action) or step it, clamped to its range."""
+    if action is setting.set_action:
+        if not isinstance(value, int | float):
+            return
+        new = float(value)
+    else:
+        step = setting.step if action is setting.up else -setting.step
+        new = round(getattr(loop, setting.attribute) + step, 6)
+    low, high = setting.limits
+    new = min(high, max(low, new))
+    getattr(loop.policy, setting.apply)(new)
+    log.info("%s %s", setting.name, setting.shown(new))
