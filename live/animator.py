@@ -208,6 +208,6 @@ def _scaled(
 ) -> MotionTransfer:
     """``transfer`` with the keypoint change multiplied by ``strength``:
     avatar + (driving - reference) * s * strength = driving * (s * strength) + offset."""
-    scale = transfer.scale * np.float32(strength)  # B x 1 x 1
+    scale = transfer.scale * np.float32(strength)  # B x K x 1
     offset = np.asarray(avatar, np.float32) - np.asarray(reference, np.float32) * scale  # B x K x 2
     return MotionTransfer(scale.astype(np.float32), offset.astype(np.float32), transfer.jacobian)
