@@ -11,6 +11,7 @@ import pytest
 from engines.serve.protocol import (
     HEADER,
     MAGIC,
+    PROTOCOL_VERSION,
     ErrorCode,
     MessageType,
     PartSpec,
@@ -80,10 +81,10 @@ def test_bad_headers_are_rejected() -> None:
 
 def test_meta_must_be_a_json_object() -> None:
     meta = b"[1, 2]"
-    data = HEADER.pack(MAGIC, 1, int(MessageType.FRAME), 0, 0, len(meta)) + meta
+    data = HEADER.pack(MAGIC, PROTOCOL_VERSION, int(MessageType.FRAME), 0, 0, len(meta)) + meta
     _expect_error(data, ErrorCode.MALFORMED)
     meta = b"{not json"
-    data = HEADER.pack(MAGIC, 1, int(MessageType.FRAME), 0, 0, len(meta)) + meta
+    data = HEADER.pack(MAGIC, PROTOCOL_VERSION, int(MessageType.FRAME), 0, 0, len(meta)) + meta
     _expect_error(data, ErrorCode.MALFORMED)
 
 
@@ -106,7 +107,7 @@ def test_wrong_parts_shapes_and_dtypes_are_rejected() -> None:
 
 def _forge(meta: dict, payload: bytes, kind: MessageType = MessageType.FRAME) -> bytes:
     body = json.dumps(meta).encode()
-    return HEADER.pack(MAGIC, 1, int(kind), 0, 0, len(body)) + body + payload
+    return HEADER.pack(MAGIC, PROTOCOL_VERSION, int(kind), 0, 0, len(body)) + body + payload
 
 
 def test_declared_shape_is_checked_against_the_encoded_image_before_decoding() -> None:
@@ -147,5 +148,5 @@ def test_error_messages_round_trip() -> None:
 def test_header_layout_is_stable() -> None:
     data = encode(MessageType.HELLO, {"transport": "png"}, seq=3)
     magic, version, kind, reserved, seq, meta_len = struct.unpack_from("<4sBBHII", data)
-    assert (magic, version, kind, reserved, seq) == (b"AVCM", 2, 1, 0, 3)
+    assert (magic, version, kind, reserved, seq) == (b"AVCM", PROTOCOL_VERSION, 1, 0, 3)
     assert json.loads(data[16 : 16 + meta_len]) == {"transport": "png", "parts": []}
