@@ -15,6 +15,7 @@ runs) it raises :class:`ServerError`, so the run stops with what it wrote so far
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Mapping
@@ -156,6 +157,8 @@ class RemoteEngine(Engine):
             raise EngineError(f"--server {self.options.url!r}: {exc}") from None
         except InvalidStatus as exc:
             status = exc.response.status_code
+            if status == 429:  # the server's front end refused this client (PROTOCOL.md)
+                raise ServerRefused(_denial(self.options.url, exc.response)) from None
             raise ServerRefused(
                 f"{url} answered HTTP {status}, not an avatarcam stream: pass the URL the "
                 "server printed at start (ws://HOST:PORT, without a path)"
@@ -391,3 +394,15 @@ def connect(options: RemoteOptions) -> RemoteEngine:
     engine = RemoteEngine(options)
     log.info("engine: %s", engine.selection_reason)
     return engine
+
+
+def _denial(url: str, response: Any) -> str:
+    """What an HTTP 429 answer to the WebSocket upgrade says: the JSON body's message."""
+    body = bytes(response.body or b"")[:4096]
+    retry = response.headers.get("Retry-After", "")
+    try:
+        message = str(json.loads(body)["message"])
+    except (ValueError, KeyError, TypeError):
+        message = "too many connections from this address"
+    after = f" (retry after {retry} s)" if retry.isdigit() else ""
+    return f"the avatar server at {url} refused the connection{after}: {message}"

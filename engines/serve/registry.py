@@ -7,13 +7,12 @@ from typing import Any
 
 from ray import serve
 
+from .admission import ArrivalBudget, too_fast, too_many
 from .loopback import bind_replica_to_loopback
 from .protocol import ErrorCode
 
 #: A replica's report older than this is from a replica that died; the registry drops it.
 STALE_AFTER_S = 5.0
-#: A client address regains one new connection per CONNECT_REFILL_S / max_sessions_per_client.
-CONNECT_REFILL_S = 10.0
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0})
@@ -25,7 +24,7 @@ class Registry:
             bind_replica_to_loopback()
         self._reports: dict[str, dict[str, Any]] = {}
         self._clients: dict[str, dict[str, str]] = {}  # replica -> connection -> client host
-        self._arrivals: dict[str, tuple[float, float]] = {}  # host -> (allowance, when)
+        self._budget: ArrivalBudget | None = None  # new connections per host
 
     def report(self, replica: str, snapshot: dict[str, Any]) -> None:
         self._reports[replica] = {**snapshot, "reported": time.time()}
@@ -37,9 +36,9 @@ class Registry:
     def open(self, replica: str, connection: str, host: str, limit: int) -> tuple[str, str] | None:
         """Count a new connection from ``host``: None when admitted, else (error code, why).
 
-        At most ``limit`` open connections per host, and new ones at most 2 x ``limit`` in a
-        row, then ``limit`` per CONNECT_REFILL_S: a client that reconnects in a loop (each
-        session may send an avatar, which runs on the engine) is slowed down.
+        The limits of :mod:`engines.serve.admission` over all replicas (each proxy applies them
+        to its own connections first): at most ``limit`` open connections per host, and new
+        ones at most 2 x ``limit`` in a row, then ``limit`` per CONNECT_REFILL_S.
         """
         now = time.time()
         stale = [n for n, r in self._reports.items() if now - r["reported"] >= STALE_AFTER_S]
@@ -47,25 +46,11 @@ class Registry:
             self.remove(name)  # connections of a replica that died are gone
         have = sum(list(c.values()).count(host) for c in self._clients.values())
         if have >= limit:
-            return ErrorCode.FULL.value, (
-                f"{host} already has {have} connections to this server (at most {limit} per "
-                "client address): close one, or start the server with a higher "
-                "--max-sessions-per-client"
-            )
-        burst, rate = 2.0 * limit, limit / CONNECT_REFILL_S
-        if len(self._arrivals) > 4096:  # forget addresses whose allowance is full again
-            self._arrivals = {
-                h: (t, at) for h, (t, at) in self._arrivals.items() if t + (now - at) * rate < burst
-            }
-        tokens, then = self._arrivals.get(host, (burst, now))
-        tokens = min(burst, tokens + (now - then) * rate)
-        if tokens < 1:
-            return ErrorCode.RATE.value, (
-                f"{host} opened more than {burst:g} connections in a short time (then {limit} "
-                f"per {CONNECT_REFILL_S:g} s): wait a few seconds, and keep one connection per "
-                "stream open instead of reconnecting"
-            )
-        self._arrivals[host] = (tokens - 1, now)
+            return ErrorCode.FULL.value, too_many(host, have, limit)
+        if self._budget is None or self._budget.limit != limit:
+            self._budget = ArrivalBudget(limit)
+        if self._budget.take(host, now) > 0:
+            return ErrorCode.RATE.value, too_fast(host, limit)
         self._clients.setdefault(replica, {})[connection] = host
         return None
 

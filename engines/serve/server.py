@@ -243,8 +243,11 @@ def start(settings: ServerSettings) -> None:
             )
         else:
             # The proxies (Ray processes started below inherit this environment) bound
-            # WebSocket messages before buffering them: engines.serve.proxy_hook.
-            os.environ.update(environment(max_message_bytes(resolution)))
+            # WebSocket messages before buffering them and refuse connections over a
+            # client's budget before they reach a replica: engines.serve.proxy_hook.
+            os.environ.update(
+                environment(max_message_bytes(resolution), settings.max_sessions_per_client)
+            )
             # Sessions entering at one node's proxy go to replicas on every node.
             os.environ[LOCAL_ROUTING_VARIABLE] = "0"
             path = os.environ.get("PYTHONPATH")

@@ -5,6 +5,7 @@ another loopback address (127.0.0.2), keeps getting frames."""
 from __future__ import annotations
 
 import ipaddress
+import json
 import struct
 import time
 import urllib.error
@@ -18,7 +19,7 @@ pytest.importorskip("websockets", reason="needs the serve extra: pip install -e 
 pytest.importorskip("psutil", reason="psutil lists the server's sockets")
 
 import psutil
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
 from engines.options import RemoteOptions
@@ -98,6 +99,16 @@ def _error(socket_, timeout: float = 30) -> ErrorCode:
     return error_from(reply).code
 
 
+def _refused_upgrade(server, source: str) -> tuple[str, str]:
+    """Open a connection the proxy must refuse: the error code and message of its HTTP 429."""
+    with pytest.raises(InvalidStatus) as info:
+        _open(server, source)
+    response = info.value.response
+    assert response.status_code == 429 and int(response.headers["Retry-After"]) >= 1
+    body = json.loads(response.body)
+    return body["error"], body["message"]
+
+
 def _jpeg_frame(image_bytes: bytes) -> bytes:
     template = encode(MessageType.FRAME, images={"driving": (np.zeros((SIZE, SIZE, 3)), "raw")})
     meta = (
@@ -163,10 +174,8 @@ def test_a_client_that_floods_frames_is_closed(server, good) -> None:
 def test_silent_connections_are_closed_and_capped_per_client_address(server, good) -> None:
     idle = [_open(server, "127.0.0.3") for _ in range(PER_CLIENT)]
     try:
-        extra = _open(server, "127.0.0.3")
-        reply = decode(extra.recv(timeout=30), {})  # over the cap: refused at once
-        assert error_from(reply).code is ErrorCode.FULL
-        assert "--max-sessions-per-client" in reply.meta["message"]
+        code, message = _refused_upgrade(server, "127.0.0.3")  # over the cap: at the proxy
+        assert code == "full" and "--max-sessions-per-client" in message
         good.frame()  # another address is not affected
         began = time.monotonic()
         assert _error(idle[0], timeout=HELLO_TIMEOUT_S + 20) is ErrorCode.TIMEOUT
@@ -177,6 +186,18 @@ def test_silent_connections_are_closed_and_capped_per_client_address(server, goo
     finally:
         for socket_ in idle:
             socket_.close()
+
+
+def test_reconnecting_in_a_loop_is_refused_by_the_proxy(server, good) -> None:
+    """2 x PER_CLIENT connections in a row pass; the next is answered HTTP 429 at the upgrade,
+    before any replica accepts it, while the good client keeps getting frames."""
+    for _ in range(2 * PER_CLIENT):
+        _open(server, "127.0.0.4").close()
+    began = time.monotonic()
+    code, message = _refused_upgrade(server, "127.0.0.4")
+    assert code == "rate_limited" and "wait a few seconds" in message
+    assert time.monotonic() - began < 5
+    good.frame()
 
 
 def test_a_silent_session_is_closed_after_the_idle_timeout(server, good) -> None:

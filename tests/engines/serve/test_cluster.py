@@ -53,8 +53,9 @@ def _session(port: int):
 def test_sessions_reach_the_replicas_of_both_nodes(monkeypatch: pytest.MonkeyPatch) -> None:
     from ray.cluster_utils import Cluster
 
-    # What README asks of `ray start` on every node: the proxy bounds and no local preference.
-    for name, value in environment(max_message_bytes(64)).items():
+    # What README asks of `ray start` on every node: the proxy bounds (messages, 4 connections
+    # per client address as the server's default) and no local preference.
+    for name, value in environment(max_message_bytes(64), 4).items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING", "0")
     monkeypatch.setenv("PYTHONPATH", str(ROOT))

@@ -12,6 +12,7 @@ import pytest
 pytest.importorskip("ray.serve", reason="needs the serve extra: pip install -e '.[serve]'")
 
 from engines.serve import deployment
+from engines.serve.admission import CONNECT_REFILL_S
 from engines.serve.batcher import FrameBatcher
 
 Replica = deployment.AvatarServer.func_or_class  # the class behind the Serve deployment
@@ -85,6 +86,6 @@ def test_the_registry_caps_connections_and_reconnections_per_client_address(monk
     registry.close("r", "e")
     code, message = registry.open("r", "f", "10.0.0.1", limit)
     assert code == "rate_limited" and "wait a few seconds" in message
-    clock[0] += registry_module.CONNECT_REFILL_S / limit
+    clock[0] += CONNECT_REFILL_S / limit
     registry.report("r", {})
     assert registry.open("r", "g", "10.0.0.1", limit) is None

@@ -202,6 +202,31 @@ def test_a_refusal_is_reported_with_the_servers_reason(runner: BatchRunner) -> N
         server.kill()
 
 
+def test_a_refusal_at_the_upgrade_is_reported_with_its_reason_and_wait(runner) -> None:
+    """The server's proxy answers a client over its budget with HTTP 429 and a JSON body."""
+    from websockets.datastructures import Headers
+    from websockets.http11 import Response
+    from websockets.sync.server import serve
+
+    body = b'{"error": "rate_limited", "message": "127.0.0.1 opened more than 8 connections"}'
+    headers = [("Content-Type", "application/json"), ("Retry-After", "5")]
+    headers.append(("Content-Length", str(len(body))))
+
+    def deny(connection, request):
+        return Response(429, "Too Many Requests", Headers(headers), body)
+
+    with serve(lambda c: None, "127.0.0.1", 0, process_request=deny) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"ws://127.0.0.1:{server.socket.getsockname()[1]}"
+        with pytest.raises(ServerRefused) as info:
+            connect(RemoteOptions(url, timeout_s=5))
+        server.shutdown()
+    assert str(info.value) == (
+        f"the avatar server at {url} refused the connection (retry after 5 s): 127.0.0.1 "
+        "opened more than 8 connections"
+    )
+
+
 def test_a_reconnection_to_another_model_stops_with_a_model_error(runner: BatchRunner) -> None:
     golden = load_golden("tiny64")
     avatar, driving = _uint8(golden.arrays["source"]), _uint8(golden.arrays["driving"])

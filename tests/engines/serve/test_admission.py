@@ -1,0 +1,146 @@
+"""The proxy's admission middleware (engines.serve.admission) on a plain ASGI double of Ray
+Serve's proxy app, and the budget it shares with the registry."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from engines.serve.admission import CONNECT_REFILL_S, ArrivalBudget, ProxyAdmission
+from engines.serve.settings import STREAM_PATH
+
+
+class Proxy:
+    """Stands in for Ray Serve's proxy app: records what reached it; a stream stays open until
+    its ``release`` event is set."""
+
+    def __init__(self) -> None:
+        self.reached: list[str] = []
+        self.release: dict[str, asyncio.Event] = {}
+
+    async def __call__(self, scope, receive, send) -> None:
+        name = f"{scope['type']} {scope.get('path')} {scope['client'][0]}"
+        self.reached.append(name)
+        if scope["type"] == "http":
+            await send({"type": "http.response.start", "status": 200})
+        elif scope.get("path") != "/other":
+            event = self.release.setdefault(name + f" #{len(self.reached)}", asyncio.Event())
+            await event.wait()
+
+
+def _scope(host: str, kind: str = "websocket", path: str = STREAM_PATH, denial: bool = True):
+    scope = {"type": kind, "path": path, "client": (host, 40000)}
+    if denial:
+        scope["extensions"] = {"websocket.http.response": {}}
+    return scope
+
+
+OPEN: list[asyncio.Task] = []  # connections the double holds open, for the test to await
+
+
+async def _connect(middleware: ProxyAdmission, scope) -> list[dict]:
+    """One connection through the middleware: what it sent the client (empty: passed on)."""
+    sent: list[dict] = []
+
+    async def receive():
+        return {"type": "websocket.connect"}
+
+    async def send(message):
+        sent.append(message)
+
+    task = asyncio.ensure_future(middleware(scope, receive, send))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    if task.done():
+        task.result()
+        return sent
+    OPEN.append(task)  # still open
+    return sent
+
+
+async def _end_all(proxy: Proxy) -> None:
+    for event in proxy.release.values():
+        event.set()
+    await asyncio.gather(*OPEN)
+    OPEN.clear()
+
+
+def _denial(sent: list[dict]) -> tuple[int, dict, dict]:
+    start, body = sent
+    assert start["type"] == "websocket.http.response.start"
+    assert body["type"] == "websocket.http.response.body" and body["more_body"] is False
+    headers = {k.decode(): v.decode() for k, v in start["headers"]}
+    return start["status"], headers, json.loads(body["body"])
+
+
+def test_a_client_over_its_open_connections_is_refused_before_the_proxy_routes_it() -> None:
+    async def run() -> None:
+        proxy, clock = Proxy(), [100.0]
+        middleware = ProxyAdmission(proxy, limit=2, clock=lambda: clock[0])
+        assert await _connect(middleware, _scope("10.0.0.1")) == []
+        assert await _connect(middleware, _scope("10.0.0.1")) == []
+        status, headers, body = _denial(await _connect(middleware, _scope("10.0.0.1")))
+        assert status == 429 and body["error"] == "full"
+        assert "--max-sessions-per-client" in body["message"] and headers["retry-after"] == "10"
+        assert len(proxy.reached) == 2  # the third never reached a replica
+        assert await _connect(middleware, _scope("10.0.0.2")) == []  # another address
+        assert middleware.open == {"10.0.0.1": 2, "10.0.0.2": 1}
+        await _end_all(proxy)  # the streams end
+        assert middleware.open == {}
+        clock[0] += CONNECT_REFILL_S  # the budget refilled meanwhile
+        assert await _connect(middleware, _scope("10.0.0.1")) == []
+        assert middleware.refused == 1
+        await _end_all(proxy)
+
+    asyncio.run(run())
+
+
+def test_reconnecting_in_a_loop_is_refused_with_the_time_to_wait() -> None:
+    async def run() -> None:
+        proxy, clock = Proxy(), [100.0]
+        middleware = ProxyAdmission(proxy, limit=2, clock=lambda: clock[0])
+        for _ in range(4):  # 2 x limit in a row, each closed at once
+            assert await _connect(middleware, _scope("10.0.0.1")) == []
+            await _end_all(proxy)
+        status, headers, body = _denial(await _connect(middleware, _scope("10.0.0.1")))
+        assert status == 429 and body["error"] == "rate_limited"
+        assert "wait a few seconds" in body["message"]
+        assert headers["retry-after"] == "5"  # one connection per 10 s / 2
+        assert headers["content-type"] == "application/json"
+        assert len(proxy.reached) == 4
+        clock[0] += CONNECT_REFILL_S / 2
+        assert await _connect(middleware, _scope("10.0.0.1")) == []
+        assert len(proxy.reached) == 5
+        await _end_all(proxy)
+
+    asyncio.run(run())
+
+
+def test_other_requests_pass_and_servers_without_the_denial_extension_get_a_close() -> None:
+    async def run() -> None:
+        proxy = Proxy()
+        middleware = ProxyAdmission(proxy, limit=1)
+        for _ in range(5):  # health checks and other paths are never counted
+            assert await _connect(middleware, _scope("10.0.0.1", kind="http", path="/health"))
+            assert await _connect(middleware, _scope("10.0.0.1", path="/other")) == []
+        assert middleware.open == {} and len(proxy.reached) == 10
+        assert await _connect(middleware, _scope("10.0.0.1", path=STREAM_PATH + "/")) == []
+        assert middleware.open == {"10.0.0.1": 1}
+        sent = await _connect(middleware, _scope("10.0.0.1", denial=False))
+        assert sent == [{"type": "websocket.close", "code": 1013}]  # HTTP 403 from uvicorn
+        await _end_all(proxy)
+
+    asyncio.run(run())
+
+
+def test_the_budget_refills_at_its_rate_and_says_how_long_to_wait() -> None:
+    budget = ArrivalBudget(4)
+    assert [budget.take("h", 0.0) for _ in range(8)] == [0.0] * 8  # a burst of 2 x 4
+    assert budget.take("h", 0.0) == pytest.approx(CONNECT_REFILL_S / 4)
+    assert budget.take("h", 1.0) == pytest.approx(CONNECT_REFILL_S / 4 - 1.0)  # nothing spent
+    assert budget.take("h", CONNECT_REFILL_S / 4) == 0.0
+    assert budget.take("other", 0.0) == 0.0
+    with pytest.raises(ValueError):
+        ArrivalBudget(0)
