@@ -144,3 +144,18 @@ def test_the_budget_refills_at_its_rate_and_says_how_long_to_wait() -> None:
     assert budget.take("other", 0.0) == 0.0
     with pytest.raises(ValueError):
         ArrivalBudget(0)
+
+
+def test_the_proxy_hook_installs_the_middleware_and_names_a_bad_variable(monkeypatch) -> None:
+    pytest.importorskip("uvicorn", reason="needs the serve extra: pip install -e '.[serve]'")
+    from engines.serve import proxy_hook
+
+    monkeypatch.setenv(proxy_hook.MAX_BYTES_VARIABLE, "0")  # leaves uvicorn's Config alone
+    monkeypatch.setenv(proxy_hook.PER_CLIENT_VARIABLE, "3")
+    (middleware,) = proxy_hook.install()
+    assert middleware.cls is ProxyAdmission and middleware.kwargs == {"limit": 3}
+    monkeypatch.setenv(proxy_hook.PER_CLIENT_VARIABLE, "0")
+    assert proxy_hook.install() == []
+    monkeypatch.setenv(proxy_hook.PER_CLIENT_VARIABLE, "four")
+    with pytest.raises(ValueError, match=r"\$AVATARCAM_MAX_SESSIONS_PER_CLIENT must be a whole"):
+        proxy_hook.install()
