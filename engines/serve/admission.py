@@ -1,6 +1,10 @@
 """Who may open a stream: at most ``limit`` open connections per client address, and new ones
 at most 2 x ``limit`` in a row, then ``limit`` per CONNECT_REFILL_S, so that a client that
-reconnects in a loop is slowed down.
+reconnects in a loop is slowed down. A connection that breaks the protocol in a way no
+well-behaved client does (:func:`violation`: a malformed, oversized or out-of-order message,
+a frame of the wrong shape, no message at all before the HELLO deadline) costs its address
+the right to connect for STRIKE_PENALTY_S, so that an attacker pays for its next attempt with
+a 429, not the server with a session.
 
 Checked in two places. Every node's HTTP proxy runs :class:`ProxyAdmission` (installed by
 :mod:`engines.serve.proxy_hook`): it refuses a connection over its client's budget with an HTTP
@@ -23,6 +27,14 @@ from .settings import STREAM_PATH
 
 #: A client address regains one new connection per CONNECT_REFILL_S / limit.
 CONNECT_REFILL_S = 10.0
+#: How long a client address may not connect after a connection of its broke the protocol.
+STRIKE_PENALTY_S = 30.0
+#: Errors a well-behaved client never causes (PROTOCOL.md); TIMEOUT counts only before HELLO.
+VIOLATIONS = frozenset(
+    {ErrorCode.MALFORMED, ErrorCode.TOO_LARGE, ErrorCode.SHAPE, ErrorCode.ORDER}
+)
+#: The WebSocket close code of a message over the size limit (uvicorn closes with it itself).
+MESSAGE_TOO_BIG = 1009
 #: Addresses remembered before those whose allowance is full again are forgotten.
 _FORGET_ABOVE = 4096
 
@@ -46,6 +58,22 @@ def too_fast(host: str, limit: int) -> str:
     )
 
 
+def violation(code: str, heard: bool) -> bool:
+    """Whether a connection closed with error ``code`` broke the protocol; ``heard``: whether
+    its client had sent anything (HELLO) before it timed out."""
+    if code == ErrorCode.TIMEOUT.value:
+        return not heard
+    return code in {c.value for c in VIOLATIONS}
+
+
+def struck(host: str, reason: str, wait_s: float) -> str:
+    return (
+        f"a connection from {host} broke the protocol ({reason}), so this address may not "
+        f"connect for {STRIKE_PENALTY_S:g} s: try again in {math.ceil(wait_s)} s, with a "
+        "client that follows PROTOCOL.md"
+    )
+
+
 class ArrivalBudget:
     """New connections per client address: a token bucket of 2 x limit, refilled at
     limit / CONNECT_REFILL_S. Times are the caller's (seconds on any one clock)."""
@@ -57,29 +85,49 @@ class ArrivalBudget:
         self.burst = 2.0 * limit
         self.rate = limit / CONNECT_REFILL_S
         self._arrivals: dict[str, tuple[float, float]] = {}  # host -> (allowance, when)
+        self._strikes: dict[str, str] = {}  # host -> what its latest violation was
 
-    def take(self, host: str, now: float) -> float:
-        """Spend one connection of ``host``: 0.0 when it had one, else the seconds until it
-        will (nothing spent)."""
+    def _allowance(self, host: str, now: float) -> float:
         if len(self._arrivals) > _FORGET_ABOVE:
             self._arrivals = {
                 h: (t, at)
                 for h, (t, at) in self._arrivals.items()
                 if t + (now - at) * self.rate < self.burst
             }
+            self._strikes = {h: r for h, r in self._strikes.items() if h in self._arrivals}
         tokens, then = self._arrivals.get(host, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - then) * self.rate)
+        return min(self.burst, tokens + (now - then) * self.rate)
+
+    def take(self, host: str, now: float) -> float:
+        """Spend one connection of ``host``: 0.0 when it had one, else the seconds until it
+        will (nothing spent)."""
+        tokens = self._allowance(host, now)
         if tokens < 1:
             self._arrivals[host] = (tokens, now)
             return (1 - tokens) / self.rate
         self._arrivals[host] = (tokens - 1, now)
+        self._strikes.pop(host, None)
         return 0.0
+
+    def strike(self, host: str, now: float, reason: str) -> None:
+        """``host`` broke the protocol (``reason``): its next connection waits STRIKE_PENALTY_S."""
+        tokens = min(self._allowance(host, now), 1 - STRIKE_PENALTY_S * self.rate)
+        self._arrivals[host] = (tokens, now)
+        self._strikes[host] = reason
+
+    def refusal(self, host: str, wait_s: float) -> str:
+        """Why ``host`` must wait ``wait_s`` (the answer of a :meth:`take` that refused)."""
+        reason = self._strikes.get(host)
+        return too_fast(host, self.limit) if reason is None else struck(host, reason, wait_s)
 
 
 class ProxyAdmission:
     """ASGI middleware for Ray Serve's HTTP proxy: refuses a stream connection whose client
     address already holds ``limit`` connections through this proxy, or reconnects faster than
-    its :class:`ArrivalBudget`, before the proxy routes it to a replica.
+    its :class:`ArrivalBudget`, before the proxy routes it to a replica. It watches what
+    passes, and strikes the address of a connection that ends with a :func:`violation`: a
+    close from the replica whose reason is such an error code, or uvicorn's own close for a
+    message over the size limit.
 
     The refusal answers the WebSocket upgrade with HTTP 429, a ``Retry-After`` header and a JSON
     body ``{"error": CODE, "message": ...}`` (ASGI's WebSocket denial response), or, on a server
@@ -113,12 +161,36 @@ class ProxyAdmission:
             return
         wait = self.budget.take(host, self.clock())
         if wait > 0:
-            await self._deny(scope, receive, send, ErrorCode.RATE, too_fast(host, self.limit), wait)
+            why = self.budget.refusal(host, wait)
+            await self._deny(scope, receive, send, ErrorCode.RATE, why, wait)
             return
         self.open[host] = have + 1
+        heard = False  # whether the client sent a message
+        broke: str | None = None  # the protocol violation this connection ended with
+
+        async def watch_receive() -> MutableMapping[str, Any]:
+            nonlocal heard, broke
+            message = await receive()
+            if message["type"] == "websocket.receive":
+                heard = True
+            elif message["type"] == "websocket.disconnect":
+                if message.get("code") == MESSAGE_TOO_BIG:
+                    broke = ErrorCode.TOO_LARGE.value
+            return message
+
+        async def watch_send(message: MutableMapping[str, Any]) -> None:
+            nonlocal broke
+            if message["type"] == "websocket.close":
+                reason = str(message.get("reason") or "")
+                if violation(reason, heard):
+                    broke = reason
+            await send(message)
+
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, watch_receive, watch_send)
         finally:
+            if broke is not None:
+                self.budget.strike(host, self.clock(), broke)
             left = self.open.get(host, 1) - 1
             if left > 0:
                 self.open[host] = left

@@ -20,6 +20,7 @@ from fastapi import FastAPI, Request, WebSocket
 from ray import serve
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from .admission import MESSAGE_TOO_BIG, violation
 from .batcher import FrameBatcher
 from .loopback import bind_replica_to_loopback
 from .protocol import PROTOCOL_VERSION, ErrorCode, ProtocolError, error_message
@@ -212,6 +213,7 @@ class AvatarServer:
             session_id=f"{self.replica}/{name}",
         )
         counted = False
+        broke: str | None = None  # the protocol violation that ended this connection
         receiving: asyncio.Task | None = None
         working: asyncio.Task | None = None
         try:
@@ -240,6 +242,8 @@ class AvatarServer:
                 if receiving in done:
                     message = receiving.result()
                     if message["type"] == "websocket.disconnect":
+                        if message.get("code") == MESSAGE_TOO_BIG:  # the proxy refused one
+                            broke = ErrorCode.TOO_LARGE.value
                         break
                     data = message.get("bytes")
                     if data is None:
@@ -258,6 +262,8 @@ class AvatarServer:
         except ProtocolError as exc:
             if exc.code is ErrorCode.FULL:
                 self.refused += 1
+            if violation(exc.code.value, session.ready):
+                broke = exc.code.value
             log.info("session %s closed: %s (%s)", name, exc.code.value, exc.message)
             await _close(websocket, exc.code, exc.message)
         except (WebSocketDisconnect, asyncio.TimeoutError):
@@ -271,10 +277,10 @@ class AvatarServer:
                     task.cancel()
             if counted:
                 with contextlib.suppress(Exception):
-                    await self.registry.close.remote(self.replica, name)
+                    await self.registry.close.remote(self.replica, name, broke)
             if self.sessions.pop(name, None) is not None:
                 log.info("session %s ended after %d frames", name, session.frames)
-            await self._report()
+                await self._report()  # else nothing changed that the next report misses
 
     async def _open(self, name: str, host: str) -> bool:
         """Count this connection against its client's cap (over all replicas); raises

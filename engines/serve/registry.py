@@ -7,7 +7,7 @@ from typing import Any
 
 from ray import serve
 
-from .admission import ArrivalBudget, too_fast, too_many
+from .admission import ArrivalBudget, too_many
 from .loopback import bind_replica_to_loopback
 from .protocol import ErrorCode
 
@@ -38,7 +38,8 @@ class Registry:
 
         The limits of :mod:`engines.serve.admission` over all replicas (each proxy applies them
         to its own connections first): at most ``limit`` open connections per host, and new
-        ones at most 2 x ``limit`` in a row, then ``limit`` per CONNECT_REFILL_S.
+        ones at most 2 x ``limit`` in a row, then ``limit`` per CONNECT_REFILL_S, none for
+        STRIKE_PENALTY_S after a connection of ``host`` broke the protocol.
         """
         now = time.time()
         stale = [n for n, r in self._reports.items() if now - r["reported"] >= STALE_AFTER_S]
@@ -47,15 +48,24 @@ class Registry:
         have = sum(list(c.values()).count(host) for c in self._clients.values())
         if have >= limit:
             return ErrorCode.FULL.value, too_many(host, have, limit)
-        if self._budget is None or self._budget.limit != limit:
-            self._budget = ArrivalBudget(limit)
-        if self._budget.take(host, now) > 0:
-            return ErrorCode.RATE.value, too_fast(host, limit)
+        budget = self._arrivals(limit)
+        wait = budget.take(host, now)
+        if wait > 0:
+            return ErrorCode.RATE.value, budget.refusal(host, wait)
         self._clients.setdefault(replica, {})[connection] = host
         return None
 
-    def close(self, replica: str, connection: str) -> None:
-        self._clients.get(replica, {}).pop(connection, None)
+    def close(self, replica: str, connection: str, broke: str | None = None) -> None:
+        """A connection ended; ``broke``: the protocol violation it ended with, which costs its
+        host STRIKE_PENALTY_S on every proxy of the cluster."""
+        host = self._clients.get(replica, {}).pop(connection, None)
+        if broke is not None and host is not None and self._budget is not None:
+            self._budget.strike(host, time.time(), broke)
+
+    def _arrivals(self, limit: int) -> ArrivalBudget:
+        if self._budget is None or self._budget.limit != limit:
+            self._budget = ArrivalBudget(limit)
+        return self._budget
 
     def summary(self) -> dict[str, Any]:
         now = time.time()

@@ -8,7 +8,12 @@ import json
 
 import pytest
 
-from engines.serve.admission import CONNECT_REFILL_S, ArrivalBudget, ProxyAdmission
+from engines.serve.admission import (
+    CONNECT_REFILL_S,
+    STRIKE_PENALTY_S,
+    ArrivalBudget,
+    ProxyAdmission,
+)
 from engines.serve.settings import STREAM_PATH
 
 
@@ -159,3 +164,86 @@ def test_the_proxy_hook_installs_the_middleware_and_names_a_bad_variable(monkeyp
     monkeypatch.setenv(proxy_hook.PER_CLIENT_VARIABLE, "four")
     with pytest.raises(ValueError, match=r"\$AVATARCAM_MAX_SESSIONS_PER_CLIENT must be a whole"):
         proxy_hook.install()
+
+
+
+class Replica:
+    """Stands in for the proxy's route to a replica: reads ``reads`` client messages, then
+    closes the way the replica would (``reason``: an ErrorCode value); ends early when the
+    client disconnects."""
+
+    def __init__(self, reason: str, reads: int) -> None:
+        self.reason, self.reads = reason, reads
+
+    async def __call__(self, scope, receive, send) -> None:
+        await receive()  # websocket.connect
+        await send({"type": "websocket.accept"})
+        for _ in range(self.reads):
+            if (await receive())["type"] == "websocket.disconnect":
+                return
+        await send({"type": "websocket.close", "code": 1008, "reason": self.reason})
+
+
+async def _converse(middleware: ProxyAdmission, host: str, messages: list[dict]) -> list[dict]:
+    """A whole connection: the client's ``messages`` after the upgrade; what it got back."""
+    queue = [{"type": "websocket.connect"}, *messages]
+    sent: list[dict] = []
+
+    async def receive():
+        return queue.pop(0)
+
+    async def send(message):
+        sent.append(message)
+
+    await middleware(_scope(host), receive, send)
+    return sent
+
+
+MESSAGE = {"type": "websocket.receive", "bytes": b"message"}
+GONE = {"type": "websocket.disconnect", "code": 1000}
+TOO_BIG = {"type": "websocket.disconnect", "code": 1009}  # uvicorn's own close
+
+
+@pytest.mark.parametrize(
+    ("reason", "messages", "strikes"),
+    [
+        ("malformed", [MESSAGE], True),
+        ("shape", [MESSAGE, MESSAGE], True),
+        ("out_of_order", [MESSAGE, MESSAGE], True),
+        ("too_large", [MESSAGE, MESSAGE], True),
+        ("too_large", [MESSAGE, TOO_BIG], True),  # refused by uvicorn: no close from a replica
+        ("timeout", [], True),  # silent: nothing before the HELLO deadline
+        ("timeout", [MESSAGE], False),  # idle after HELLO
+        ("unauthorized", [MESSAGE], False),  # a mistyped token is not an attack
+        ("rate_limited", [MESSAGE, MESSAGE], False),
+        ("full", [MESSAGE], False),
+        ("out_of_order", [MESSAGE, GONE], False),  # the client ended it first
+    ],
+)
+def test_a_connection_that_broke_the_protocol_keeps_its_address_out_for_a_while(
+    reason, messages, strikes
+) -> None:
+    async def run() -> None:
+        clock = [100.0]
+        replica = Replica(reason, reads=len(messages))
+        middleware = ProxyAdmission(replica, limit=4, clock=lambda: clock[0])
+        await _converse(middleware, "10.0.0.1", messages)
+        clock[0] += 1.0
+        replica.reason, replica.reads = "timeout", 1  # from now on: idle after HELLO
+        sent = await _converse(middleware, "10.0.0.1", [MESSAGE])
+        if not strikes:
+            assert sent[0]["type"] == "websocket.accept"
+            return
+        status, headers, body = _denial(sent)
+        assert status == 429 and body["error"] == "rate_limited"
+        assert f"broke the protocol ({reason})" in body["message"]
+        assert "PROTOCOL.md" in body["message"]
+        assert headers["retry-after"] == str(int(STRIKE_PENALTY_S - 1.0))
+        other = await _converse(middleware, "10.0.0.2", [MESSAGE])
+        assert other[0]["type"] == "websocket.accept"  # another address is not affected
+        clock[0] += STRIKE_PENALTY_S
+        again = await _converse(middleware, "10.0.0.1", [MESSAGE])
+        assert again[0]["type"] == "websocket.accept"
+        assert middleware.open == {}
+
+    asyncio.run(run())

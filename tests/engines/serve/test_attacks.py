@@ -1,6 +1,8 @@
 """Hostile clients against the real server (Ray Serve on loopback, shared ``server`` fixture):
 each attack gets an error or a closed socket while a well-behaved client, connecting from
-another loopback address (127.0.0.2), keeps getting frames."""
+another loopback address (127.0.0.2), keeps getting frames. An attack that breaks the protocol
+also keeps its address out for STRIKE_PENALTY_S, so each such test attacks from an address of
+its own."""
 
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from websockets.sync.client import connect as ws_connect
 
 from engines.options import RemoteOptions
 from engines.remote_engine import ServerRefused, connect
+from engines.serve.admission import STRIKE_PENALTY_S
 from engines.serve.protocol import ErrorCode, MessageType, decode, encode, error_from
 from engines.serve.session import AVATAR_BURST, max_message_bytes
 from tests.conftest import load_golden
@@ -109,6 +112,13 @@ def _refused_upgrade(server, source: str) -> tuple[str, str]:
     return body["error"], body["message"]
 
 
+def _struck(server, source: str, reason: str) -> None:
+    """``source`` broke the protocol: the proxy refuses its next connection at once."""
+    code, message = _refused_upgrade(server, source)
+    assert code == "rate_limited" and f"broke the protocol ({reason})" in message, message
+    assert f"for {STRIKE_PENALTY_S:g} s" in message
+
+
 def _jpeg_frame(image_bytes: bytes) -> bytes:
     template = encode(MessageType.FRAME, images={"driving": (np.zeros((SIZE, SIZE, 3)), "raw")})
     meta = (
@@ -129,28 +139,30 @@ def test_an_image_bomb_is_refused_from_its_header(server, good) -> None:
     sof = bytearray(jpeg[start : start + 2 + length])
     sof[5:9] = struct.pack(">HH", 32768, 32768)
     bomb = jpeg[:2] + b"\xff" + bytes(sof) + jpeg[2:start] + jpeg[start + 2 + length :]
-    attacker = _session(server)
+    attacker = _session(server, "127.0.0.20")
     began = time.monotonic()
     attacker.send(_jpeg_frame(bomb))
     assert _error(attacker) is ErrorCode.SHAPE
     assert time.monotonic() - began < 10  # refused from the header, not decoded
     good.frame()
+    _struck(server, "127.0.0.20", "shape")
 
 
 def test_an_oversized_message_is_refused_before_it_is_buffered(server, good) -> None:
     """The proxy (uvicorn, bounded by engines.serve.proxy_hook) closes with 1009 from the frame
     header: no ERROR message from a replica that would have received it whole."""
-    attacker = _session(server)
+    attacker = _session(server, "127.0.0.21")
     big = b"\0" * (4 * max_message_bytes(SIZE))  # far below uvicorn's default 16 MiB
     with pytest.raises(ConnectionClosed) as closed:
         attacker.send(big)
         attacker.recv(timeout=30)  # no reply: the connection is closed
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
     good.frame()
+    _struck(server, "127.0.0.21", "too_large")
 
 
 def test_a_client_that_floods_frames_is_closed(server, good) -> None:
-    attacker = _session(server)
+    attacker = _session(server, "127.0.0.22")
     driving = _uint8(load_golden("tiny64").arrays["driving"][0])
     for seq in range(20):  # without reading a single reply
         try:
@@ -169,20 +181,38 @@ def test_a_client_that_floods_frames_is_closed(server, good) -> None:
     assert MessageType.ERROR in kinds
     assert kinds.count(MessageType.RESULT) <= 1  # one frame answered, the rest refused
     good.frame()
+    _struck(server, "127.0.0.22", "out_of_order")
 
 
-def test_silent_connections_are_closed_and_capped_per_client_address(server, good) -> None:
+def test_connections_are_capped_per_client_address(server, good) -> None:
     idle = [_open(server, "127.0.0.3") for _ in range(PER_CLIENT)]
     try:
         code, message = _refused_upgrade(server, "127.0.0.3")  # over the cap: at the proxy
         assert code == "full" and "--max-sessions-per-client" in message
         good.frame()  # another address is not affected
+    finally:
+        for socket_ in idle:
+            socket_.close()
+    deadline = time.monotonic() + 10  # the proxy sees the closes a moment later
+    while True:  # the slots come back once the client closed its connections
+        try:
+            _session(server, "127.0.0.3").close()
+            break
+        except InvalidStatus:
+            assert time.monotonic() < deadline, "the slots did not come back within 10 s"
+            time.sleep(0.2)
+
+
+def test_silent_connections_are_closed_at_the_hello_deadline(server, good) -> None:
+    idle = [_open(server, "127.0.0.23") for _ in range(3)]
+    try:
         began = time.monotonic()
         assert _error(idle[0], timeout=HELLO_TIMEOUT_S + 20) is ErrorCode.TIMEOUT
         assert time.monotonic() - began < HELLO_TIMEOUT_S + 10
         for socket_ in idle[1:]:
             assert _error(socket_) is ErrorCode.TIMEOUT
-        _session(server, "127.0.0.3").close()  # the slots came back
+        good.frame()
+        _struck(server, "127.0.0.23", "timeout")
     finally:
         for socket_ in idle:
             socket_.close()
@@ -201,17 +231,18 @@ def test_reconnecting_in_a_loop_is_refused_by_the_proxy(server, good) -> None:
 
 
 def test_a_silent_session_is_closed_after_the_idle_timeout(server, good) -> None:
-    attacker = _session(server)
+    attacker = _session(server, "127.0.0.24")
     began = time.monotonic()
     while time.monotonic() - began < IDLE_TIMEOUT_S - 2:
         good.frame()  # the others go on meanwhile
         time.sleep(0.5)
     assert _error(attacker, timeout=20) is ErrorCode.TIMEOUT
     assert time.monotonic() - began < IDLE_TIMEOUT_S + 8
+    _session(server, "127.0.0.24").close()  # idle after HELLO is no violation: welcome back
 
 
 def test_avatars_are_rate_limited(server, good) -> None:
-    attacker = _session(server)  # one avatar sent
+    attacker = _session(server, "127.0.0.25")  # one avatar sent
     avatar = _uint8(load_golden("tiny64").arrays["source"])
     message = encode(MessageType.AVATAR, images={"avatar": (avatar, "raw")})
     for _ in range(AVATAR_BURST - 1):

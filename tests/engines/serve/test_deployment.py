@@ -1,5 +1,6 @@
 """The replica's own rules without starting Ray: which sessions count as active for a batch,
-and when the health check fails (so that Ray replaces the replica)."""
+when the health check fails (so that Ray replaces the replica), and the registry's limits per
+client address."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 pytest.importorskip("ray.serve", reason="needs the serve extra: pip install -e '.[serve]'")
 
 from engines.serve import deployment
-from engines.serve.admission import CONNECT_REFILL_S
+from engines.serve.admission import CONNECT_REFILL_S, STRIKE_PENALTY_S
 from engines.serve.batcher import FrameBatcher
 
 Replica = deployment.AvatarServer.func_or_class  # the class behind the Serve deployment
@@ -89,3 +90,25 @@ def test_the_registry_caps_connections_and_reconnections_per_client_address(monk
     clock[0] += CONNECT_REFILL_S / limit
     registry.report("r", {})
     assert registry.open("r", "g", "10.0.0.1", limit) is None
+
+
+def test_the_registry_keeps_an_address_that_broke_the_protocol_out_on_every_proxy(
+    monkeypatch,
+) -> None:
+    from engines.serve import registry as registry_module
+
+    clock = [1000.0]
+    monkeypatch.setattr(registry_module.time, "time", lambda: clock[0])
+    registry = registry_module.Registry.func_or_class()
+    registry.report("r", {})
+    assert registry.open("r", "a", "10.0.0.1", 4) is None
+    assert registry.open("r", "b", "10.0.0.2", 4) is None
+    registry.close("r", "a", "out_of_order")  # a flood, seen by the replica
+    registry.close("r", "b", None)  # a clean end
+    code, message = registry.open("r", "c", "10.0.0.1", 4)
+    assert code == "rate_limited" and "broke the protocol (out_of_order)" in message
+    assert f"for {STRIKE_PENALTY_S:g} s" in message
+    assert registry.open("r", "d", "10.0.0.2", 4) is None  # only the offender waits
+    clock[0] += STRIKE_PENALTY_S + 0.1
+    registry.report("r", {})
+    assert registry.open("r", "e", "10.0.0.1", 4) is None

@@ -102,16 +102,20 @@ def test_two_streams_with_different_avatars_match_the_local_engine(
     assert sum(health["batch_sizes"].values()) > 0
 
 
-def _raw_session(server: Server, token: str = TOKEN):
+def _raw_session(server: Server, token: str = TOKEN, source: str = "127.0.0.1"):
+    """A session from ``source``: a client that breaks the protocol keeps its address out for
+    a while (test_attacks.py), so such clients connect from addresses of their own."""
     from websockets.sync.client import connect as ws_connect
 
-    socket_ = ws_connect(f"{server.url}/v1/stream", compression=None, proxy=None).__enter__()
+    socket_ = ws_connect(
+        f"{server.url}/v1/stream", compression=None, proxy=None, source_address=(source, 0)
+    ).__enter__()
     socket_.send(encode(MessageType.HELLO, {"token": token, "transport": "raw"}))
     return socket_, decode(socket_.recv(timeout=30), {})
 
 
-def _with_avatar(server: Server):
-    socket_, welcome = _raw_session(server)
+def _with_avatar(server: Server, source: str = "127.0.0.1"):
+    socket_, welcome = _raw_session(server, source=source)
     assert welcome.type is MessageType.WELCOME, welcome.meta
     avatar = _uint8(load_golden("tiny64").arrays["source"])
     socket_.send(encode(MessageType.AVATAR, images={"avatar": (avatar, "raw")}))
@@ -148,7 +152,7 @@ def test_a_client_that_disconnects_mid_stream_frees_its_session(server: Server) 
 def test_bad_messages_close_their_session_only(server: Server) -> None:
     good = _with_avatar(server)
     assert _frame(good, 0)[5] == MessageType.RESULT
-    bad = _with_avatar(server)
+    bad = _with_avatar(server, "127.0.0.30")
     bad.send(b"this is not a message")
     assert _error(bad) is ErrorCode.MALFORMED
     assert _frame(good, 1)[5] == MessageType.RESULT
@@ -158,11 +162,11 @@ def test_bad_messages_close_their_session_only(server: Server) -> None:
 
 
 def test_out_of_order_and_oversized_messages_are_refused(server: Server) -> None:
-    client = _with_avatar(server)
+    client = _with_avatar(server, "127.0.0.31")
     driving = _uint8(load_golden("tiny64").arrays["driving"][0])
     client.send(encode(MessageType.FRAME, images={"driving": (driving, "raw")}, seq=5))
     assert _error(client) is ErrorCode.ORDER
-    client = _with_avatar(server)
+    client = _with_avatar(server, "127.0.0.32")
     # A "png" part of 30 kB for a 64 x 64 frame (12 kB raw): within the message limit (the
     # proxy refuses larger messages itself: test_attacks.py), over what an encoded frame takes.
     padded = encode(MessageType.FRAME, images={"driving": (driving, "png")})
