@@ -48,6 +48,7 @@ from .serve.runner import motion_arrays
 log = logging.getLogger(__name__)
 
 BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0)  # waits between reconnection attempts
+MAX_RETRY_AFTER_S = 300.0  # the longest Retry-After a reconnection honours
 
 
 class ServerError(EngineError):
@@ -61,6 +62,10 @@ class ServerRefused(ServerError):
     session (token, full, version). Exit status 2, as for other set-up errors."""
 
     exit_code = 2
+
+    def __init__(self, message: str, retry_after_s: float = 0.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s  # the server's Retry-After; a reconnection waits it
 
 
 class ModelChanged(ServerRefused):
@@ -158,7 +163,9 @@ class RemoteEngine(Engine):
         except InvalidStatus as exc:
             status = exc.response.status_code
             if status == 429:  # the server's front end refused this client (PROTOCOL.md)
-                raise ServerRefused(_denial(self.options.url, exc.response)) from None
+                retry = exc.response.headers.get("Retry-After", "")
+                wait = min(float(retry), MAX_RETRY_AFTER_S) if retry.isdigit() else 0.0
+                raise ServerRefused(_denial(self.options.url, exc.response), wait) from None
             raise ServerRefused(
                 f"{url} answered HTTP {status}, not an avatarcam stream: pass the URL the "
                 "server printed at start (ws://HOST:PORT, without a path)"
@@ -245,9 +252,12 @@ class RemoteEngine(Engine):
         """Live runs: note the loss and schedule a reconnection."""
         self._drop()
         wait = BACKOFF_S[min(self._attempt, len(BACKOFF_S) - 1)]
+        asked = exc.retry_after_s if isinstance(exc, ServerRefused) else 0.0
+        wait = max(wait, asked)  # at least as long as the server asked (HTTP 429 Retry-After)
         self._attempt += 1
         self._retry_at = time.monotonic() + wait
-        self.status = f"server lost, reconnecting in {wait:g} s (attempt {self._attempt})"
+        what = "server asked to wait" if asked else "server lost"
+        self.status = f"{what}, reconnecting in {wait:g} s (attempt {self._attempt})"
         log.warning("%s; %s", exc, self.status)
         return EngineUnavailable(self.status)
 

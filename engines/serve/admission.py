@@ -30,9 +30,7 @@ CONNECT_REFILL_S = 10.0
 #: How long a client address may not connect after a connection of its broke the protocol.
 STRIKE_PENALTY_S = 30.0
 #: Errors a well-behaved client never causes (PROTOCOL.md); TIMEOUT counts only before HELLO.
-VIOLATIONS = frozenset(
-    {ErrorCode.MALFORMED, ErrorCode.TOO_LARGE, ErrorCode.SHAPE, ErrorCode.ORDER}
-)
+VIOLATIONS = frozenset({ErrorCode.MALFORMED, ErrorCode.TOO_LARGE, ErrorCode.SHAPE, ErrorCode.ORDER})
 #: The WebSocket close code of a message over the size limit (uvicorn closes with it itself).
 MESSAGE_TOO_BIG = 1009
 #: Addresses remembered before those whose allowance is full again are forgotten.
@@ -166,31 +164,26 @@ class ProxyAdmission:
             return
         self.open[host] = have + 1
         heard = False  # whether the client sent a message
-        broke: str | None = None  # the protocol violation this connection ended with
 
         async def watch_receive() -> MutableMapping[str, Any]:
-            nonlocal heard, broke
+            nonlocal heard
             message = await receive()
             if message["type"] == "websocket.receive":
                 heard = True
-            elif message["type"] == "websocket.disconnect":
-                if message.get("code") == MESSAGE_TOO_BIG:
-                    broke = ErrorCode.TOO_LARGE.value
+            elif message.get("code") == MESSAGE_TOO_BIG:  # a websocket.disconnect from uvicorn
+                self.budget.strike(host, self.clock(), ErrorCode.TOO_LARGE.value)
             return message
 
         async def watch_send(message: MutableMapping[str, Any]) -> None:
-            nonlocal broke
             if message["type"] == "websocket.close":
                 reason = str(message.get("reason") or "")
-                if violation(reason, heard):
-                    broke = reason
+                if violation(reason, heard):  # before the client can reconnect
+                    self.budget.strike(host, self.clock(), reason)
             await send(message)
 
         try:
             await self.app(scope, watch_receive, watch_send)
         finally:
-            if broke is not None:
-                self.budget.strike(host, self.clock(), broke)
             left = self.open.get(host, 1) - 1
             if left > 0:
                 self.open[host] = left

@@ -166,7 +166,6 @@ def test_the_proxy_hook_installs_the_middleware_and_names_a_bad_variable(monkeyp
         proxy_hook.install()
 
 
-
 class Replica:
     """Stands in for the proxy's route to a replica: reads ``reads`` client messages, then
     closes the way the replica would (``reason``: an ErrorCode value); ends early when the

@@ -202,29 +202,68 @@ def test_a_refusal_is_reported_with_the_servers_reason(runner: BatchRunner) -> N
         server.kill()
 
 
-def test_a_refusal_at_the_upgrade_is_reported_with_its_reason_and_wait(runner) -> None:
-    """The server's proxy answers a client over its budget with HTTP 429 and a JSON body."""
+@contextlib.contextmanager
+def _denying(port: int = 0, retry_after: str = "5"):
+    """A WebSocket server that answers every upgrade as the server's proxy answers a client
+    over its budget: HTTP 429, Retry-After and a JSON body. Yields its URL and the list of
+    upgrade requests it refused."""
     from websockets.datastructures import Headers
     from websockets.http11 import Response
     from websockets.sync.server import serve
 
     body = b'{"error": "rate_limited", "message": "127.0.0.1 opened more than 8 connections"}'
-    headers = [("Content-Type", "application/json"), ("Retry-After", "5")]
+    headers = [("Content-Type", "application/json"), ("Retry-After", retry_after)]
     headers.append(("Content-Length", str(len(body))))
 
+    refused: list = []
+
     def deny(connection, request):
+        refused.append(request.path)
         return Response(429, "Too Many Requests", Headers(headers), body)
 
-    with serve(lambda c: None, "127.0.0.1", 0, process_request=deny) as server:
+    with serve(lambda c: None, "127.0.0.1", port, process_request=deny) as server:
         threading.Thread(target=server.serve_forever, daemon=True).start()
-        url = f"ws://127.0.0.1:{server.socket.getsockname()[1]}"
-        with pytest.raises(ServerRefused) as info:
-            connect(RemoteOptions(url, timeout_s=5))
-        server.shutdown()
+        try:
+            yield f"ws://127.0.0.1:{server.socket.getsockname()[1]}", refused
+        finally:
+            server.shutdown()
+
+
+def test_a_refusal_at_the_upgrade_is_reported_with_its_reason_and_wait(runner) -> None:
+    """The server's proxy answers a client over its budget with HTTP 429 and a JSON body."""
+    with _denying() as (url, _), pytest.raises(ServerRefused) as info:
+        connect(RemoteOptions(url, timeout_s=5))
     assert str(info.value) == (
         f"the avatar server at {url} refused the connection (retry after 5 s): 127.0.0.1 "
         "opened more than 8 connections"
     )
+    assert info.value.retry_after_s == 5.0 and info.value.exit_code == 2
+
+
+def test_a_live_reconnection_waits_as_long_as_the_server_asks(runner: BatchRunner) -> None:
+    golden = load_golden("tiny64")
+    avatar, driving = _uint8(golden.arrays["source"]), _uint8(golden.arrays["driving"])
+    first = LocalServer(runner)
+    remote = RemoteEngine(RemoteOptions(first.url, reconnect=True, timeout_s=5))
+    try:
+        animator = Animator(remote)
+        animator.set_avatar(avatar)
+        animator.animate(driving[0])
+        first.kill()
+        with pytest.raises(EngineUnavailable):
+            animator.animate(driving[1])
+        assert "reconnecting in 0.5 s" in remote.status
+        with _denying(first.port, retry_after="7") as (_, refused):
+            time.sleep(BACKOFF_S[0] + 0.1)
+            with pytest.raises(EngineUnavailable):
+                animator.animate(driving[1])  # the 429: the next attempt in 7 s, not 1 s
+            assert remote.status == "server asked to wait, reconnecting in 7 s (attempt 2)"
+            time.sleep(BACKOFF_S[1] + 0.1)  # the back-off alone would try again now
+            with pytest.raises(EngineUnavailable):
+                animator.animate(driving[2])
+            assert len(refused) == 1  # it did not
+    finally:
+        remote.close()
 
 
 def test_a_reconnection_to_another_model_stops_with_a_model_error(runner: BatchRunner) -> None:
