@@ -240,20 +240,27 @@ def test_a_refusal_at_the_upgrade_is_reported_with_its_reason_and_wait(runner) -
     assert info.value.retry_after_s == 5.0 and info.value.exit_code == 2
 
 
-def test_a_live_reconnection_waits_as_long_as_the_server_asks(runner: BatchRunner) -> None:
+def _lost(runner: BatchRunner) -> tuple[int, RemoteEngine, Animator, np.ndarray]:
+    """A live run whose server went away after one frame: the server's port, the client, its
+    animator and the driving frames."""
     golden = load_golden("tiny64")
     avatar, driving = _uint8(golden.arrays["source"]), _uint8(golden.arrays["driving"])
     first = LocalServer(runner)
     remote = RemoteEngine(RemoteOptions(first.url, reconnect=True, timeout_s=5))
+    animator = Animator(remote)
+    animator.set_avatar(avatar)
+    animator.animate(driving[0])
+    first.kill()
+    with pytest.raises(EngineUnavailable):
+        animator.animate(driving[1])
+    assert "reconnecting in 0.5 s" in remote.status
+    return first.port, remote, animator, driving
+
+
+def test_a_live_reconnection_waits_as_long_as_the_server_asks(runner: BatchRunner) -> None:
+    port, remote, animator, driving = _lost(runner)
     try:
-        animator = Animator(remote)
-        animator.set_avatar(avatar)
-        animator.animate(driving[0])
-        first.kill()
-        with pytest.raises(EngineUnavailable):
-            animator.animate(driving[1])
-        assert "reconnecting in 0.5 s" in remote.status
-        with _denying(first.port, retry_after="7") as (_, refused):
+        with _denying(port, retry_after="7") as (_, refused):
             time.sleep(BACKOFF_S[0] + 0.1)
             with pytest.raises(EngineUnavailable):
                 animator.animate(driving[1])  # the 429: the next attempt in 7 s, not 1 s
@@ -267,19 +274,10 @@ def test_a_live_reconnection_waits_as_long_as_the_server_asks(runner: BatchRunne
 
 
 def test_a_reconnection_to_another_model_stops_with_a_model_error(runner: BatchRunner) -> None:
-    golden = load_golden("tiny64")
-    avatar, driving = _uint8(golden.arrays["source"]), _uint8(golden.arrays["driving"])
-    first = LocalServer(runner)
-    remote = RemoteEngine(RemoteOptions(first.url, reconnect=True, timeout_s=5))
-    animator = Animator(remote)
-    animator.set_avatar(avatar)
-    animator.animate(driving[0])
-    first.kill()
-    with pytest.raises(EngineUnavailable):
-        animator.animate(driving[1])
+    port, remote, animator, driving = _lost(runner)
     other = copy.copy(runner)  # the same engines, announced as another checkpoint
     other.identity = dataclasses.replace(runner.identity, checkpoint_sha256="0" * 64)
-    second = LocalServer(other, first.port)
+    second = LocalServer(other, port)
     try:
         time.sleep(BACKOFF_S[0] + 0.1)
         with pytest.raises(ModelChanged, match=r"another model.*start it again") as info:
